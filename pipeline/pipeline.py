@@ -1,0 +1,111 @@
+"""The tfx-recsys pipeline: raw CSVs to a pushed ScaNN-indexed SavedModel.
+
+`create_pipeline()` takes every path and setting as a parameter; the runners
+(`local_runner.py`, later Kubeflow) only choose the orchestrator, the paths and
+the metadata store.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+from tfx import v1 as tfx
+from tfx.proto import transform_pb2
+
+from tfx_recsys import config
+from tfx_recsys.components.interactions_example_gen.component import (
+    InteractionsExampleGen)
+from tfx_recsys.components.retrieval_evaluator.component import RetrievalEvaluator
+from tfx_recsys.components.scann_pusher.component import ScannPusher
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_path: str,
+    schema_path: str,
+    serving_dir: str,
+    preprocessing_fn: str = config.PREPROCESSING_FN,
+    run_fn: str = config.TWO_TOWER_RUN_FN,
+    training: Optional[Dict] = None,
+    code_fingerprint: str = "",
+    eval_fraction: float = config.EVAL_FRACTION,
+    top_ks: Sequence[int] = config.TOP_KS,
+    blessing_metric: str = config.BLESSING_METRIC,
+    serving_top_k: int = config.SERVING_TOP_K,
+    metadata_connection_config=None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Builds the pipeline.
+
+    Args:
+      pipeline_name, pipeline_root: TFX pipeline identity and artifact root.
+      data_path: directory with interactions.csv, users.csv, items.csv.
+      schema_path: the raw-data schema (schemas/interactions.pbtxt).
+      serving_dir: where pushed models go, one numbered version per push.
+      preprocessing_fn, run_fn: dotted paths of the Transform and Trainer code.
+      training: Trainer hyperparameters (config.TwoTowerConfig fields).
+      code_fingerprint: hash of the model code; part of the Transform and
+        Trainer cache keys, since dotted paths alone do not change with code.
+      eval_fraction: share of each user's latest interactions held out.
+      top_ks, blessing_metric: evaluation cut-offs and the gate's metric.
+      serving_top_k: how many items the served model returns.
+      metadata_connection_config: ML Metadata store (None: the runner's).
+      beam_pipeline_args: options of the Beam pipelines components run.
+      enable_cache: reuse results of unchanged components.
+    """
+    # Interactions joined with user and item features, split per user by time.
+    example_gen = InteractionsExampleGen(input_base=data_path,
+                                         eval_fraction=eval_fraction)
+
+    # Statistics of every split, the checked-in schema, and the check of one
+    # against the other.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"])
+
+    # Vocabularies and buckets, fitted on the train split only.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=preprocessing_fn,
+        splits_config=transform_pb2.SplitsConfig(
+            analyze=[config.TRAIN_SPLIT],
+            transform=[config.TRAIN_SPLIT, config.EVAL_SPLIT]),
+        custom_config={"code_fingerprint": code_fingerprint})
+
+    # The two-tower retrieval model.
+    trainer = tfx.components.Trainer(
+        run_fn=run_fn,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
+        custom_config={**(training or {}), "code_fingerprint": code_fingerprint})
+
+    # Top-K over the whole corpus against a most-popular baseline; blessing.
+    evaluator = RetrievalEvaluator(
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        items=example_gen.outputs["items"],
+        top_ks=top_ks, blessing_metric=blessing_metric)
+
+    # A blessed model goes out as a ScaNN-indexed SavedModel.
+    pusher = ScannPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        items=example_gen.outputs["items"],
+        examples=example_gen.outputs["examples"],
+        serving_dir=serving_dir, top_k=serving_top_k)
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator,
+                    transform, trainer, evaluator, pusher],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [])

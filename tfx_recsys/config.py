@@ -1,0 +1,58 @@
+"""Plain settings of the pipeline: names, defaults, thresholds.
+
+This module imports no TensorFlow and does no work at import time, so the CLI
+starts fast. Every value here is a default: `create_pipeline()` takes each one
+as a parameter.
+"""
+
+import dataclasses
+import os
+from typing import Tuple
+
+PIPELINE_NAME = "tfx-recsys"
+MODEL_NAME = "retrieval"
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_DIR = os.path.join(REPO_ROOT, "schemas")
+INTERACTIONS_SCHEMA = os.path.join(SCHEMA_DIR, "interactions.pbtxt")
+DEFAULT_ROOT = os.path.join(REPO_ROOT, "runs", "default")
+
+# Dotted paths of the model code (template style: importable from the
+# installed package, so they also resolve inside a Kubeflow container).
+PREPROCESSING_FN = "tfx_recsys.models.features.preprocessing_fn"
+TWO_TOWER_RUN_FN = "tfx_recsys.models.two_tower.run_fn"
+
+# Split rule (see README "Splits"): per user, interactions ordered by
+# (timestamp, item_id); the latest floor(EVAL_FRACTION * n) form `eval`.
+EVAL_FRACTION = 0.2
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+ITEMS_SPLIT = "items"
+
+# Evaluation: factorized top-K over the whole item corpus.
+TOP_KS: Tuple[int, ...] = (10, 50, 100)
+BLESSING_METRIC = "recall@100"
+SERVING_TOP_K = 100
+
+# Raw request features of the serving signature (the users.csv columns).
+USER_STRING_FEATURES = ("user_id", "gender", "occupation", "zip_code")
+USER_INT_FEATURES = ("age",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoTowerConfig:
+    """Hyperparameters of the two-tower retrieval model."""
+
+    embedding_dim: int = 64
+    epochs: int = 10
+    batch_size: int = 1024
+    learning_rate: float = 0.1
+    seed: int = 42
+
+    def to_custom_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict) -> "TwoTowerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (custom_config or {}).items() if k in names})

@@ -1,0 +1,53 @@
+"""Reading the pipeline's raw tf.Examples back into Python rows.
+
+The Evaluator and the Pusher need whole tables in memory (the item corpus,
+each user's history), which is fine at MovieLens scale; they read them here.
+"""
+
+import os
+from typing import Dict, Iterator, List
+
+from tfx_recsys.data import native
+
+
+def split_files(examples_uri: str, split: str) -> List[str]:
+    """The gzipped TFRecord files of one split of an Examples artifact."""
+    directory = os.path.join(examples_uri, f"Split-{split}")
+    files = sorted(os.path.join(directory, f) for f in os.listdir(directory))
+    if not files:
+        raise FileNotFoundError(f"no files in split {split!r} at {directory}")
+    return files
+
+
+def _decode(feature) -> list:
+    kind = feature.WhichOneof("kind")
+    if kind == "bytes_list":
+        return [v.decode("utf-8") for v in feature.bytes_list.value]
+    if kind == "int64_list":
+        return list(feature.int64_list.value)
+    if kind == "float_list":
+        return list(feature.float_list.value)
+    return []
+
+
+def read_rows(examples_uri: str, split: str) -> Iterator[Dict[str, list]]:
+    """Yields each example of a split as {feature name: list of values}."""
+    import tensorflow as tf
+
+    dataset = tf.data.TFRecordDataset(split_files(examples_uri, split),
+                                      compression_type="GZIP")
+    for record in dataset.as_numpy_iterator():
+        example = tf.train.Example.FromString(record)
+        yield {name: _decode(feature)
+               for name, feature in example.features.feature.items()}
+
+
+def scalar(row: Dict[str, list], name: str, default=None):
+    """The single value of a feature, or `default` if it is absent."""
+    values = row.get(name) or []
+    return values[0] if values else default
+
+
+def genres_string(row: Dict[str, list]) -> str:
+    """An item's genres joined as in items.csv (the serving contract)."""
+    return native.GENRE_SEPARATOR.join(row.get("genres", []))
