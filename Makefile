@@ -1,0 +1,52 @@
+# tfx-recsys: `make run` and `make test` are the two commands; both set up
+# what is missing first. See README.md.
+#
+# setup: uv (pinned, into .tools/ if absent) -> .venv from the hashed lock ->
+# this package (editable) -> the glibc compatibility step (only where needed).
+
+PYTHON        ?= python3.11
+UV_VERSION    := 0.13.8
+# The lock holds manylinux_2_39 wheels (ml-metadata has no older ones); uv
+# installs them on older hosts and platform_compat makes them load.
+UV_PLATFORM   := x86_64-manylinux_2_39
+VENV          := .venv
+VENV_PY       := $(VENV)/bin/python
+LOCK          := requirements/requirements.lock
+STAMP         := $(VENV)/.setup-complete
+SYSTEM_UV     := $(shell command -v uv 2>/dev/null)
+UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv --version 2>/dev/null))),$(SYSTEM_UV),.tools/uv/bin/uv)
+# Never let uv fetch a Python build from the internet: use the host's 3.11.
+export UV_PYTHON_DOWNLOADS := never
+export TF_USE_LEGACY_KERAS := 1
+
+.PHONY: setup run test lock clean
+
+setup: $(STAMP)
+
+.tools/uv/bin/uv: requirements/uv.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes \
+	    --target .tools/uv --upgrade -r requirements/uv.txt
+	@touch $@
+
+$(STAMP): $(LOCK) setup.py tfx_recsys/platform_compat.py | $(UV)
+	@test -x $(VENV_PY) || $(UV) venv --python $(PYTHON) $(VENV)
+	$(UV) pip sync --python $(VENV_PY) --python-platform $(UV_PLATFORM) $(LOCK)
+	$(UV) pip install --python $(VENV_PY) --no-deps -e .
+	$(VENV_PY) -m tfx_recsys.platform_compat
+	@touch $@
+
+run: setup
+	$(VENV)/bin/recsys run
+
+test: setup
+	$(VENV_PY) -m pytest
+
+# Re-resolve the lock after editing requirements/requirements.in.
+lock: | $(UV)
+	$(UV) pip compile requirements/requirements.in \
+	    --override requirements/overrides.txt \
+	    --python-platform $(UV_PLATFORM) --python-version 3.11 \
+	    --generate-hashes -o $(LOCK)
+
+clean:
+	rm -rf $(VENV) .tools runs

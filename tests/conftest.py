@@ -1,0 +1,34 @@
+"""Shared test setup: environment as TFX's own tests set it, tiny data."""
+
+import os
+
+# Before TensorFlow is imported anywhere: Keras 2 for TFRS, quiet C++ logs,
+# no gRPC fork handlers (Beam), few threads on a 2-core machine.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import pytest  # noqa: E402
+
+from tfx_recsys.data import synthetic  # noqa: E402
+
+TINY = dict(num_users=60, num_items=80, num_interactions=1200, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """A seeded synthetic dataset in the native format (60 users, 80 items)."""
+    directory = str(tmp_path_factory.mktemp("tiny_data"))
+    synthetic.generate_synthetic(directory, **TINY)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_data):
+    """One in-process pipeline run on the tiny dataset; returns its RunPaths."""
+    from tfx_recsys import config
+    from tfx_recsys.pipeline import local_runner
+
+    root = str(tmp_path_factory.mktemp("tiny_run"))
+    return local_runner.run(tiny_data, root,
+                            training=config.TwoTowerConfig(epochs=5, batch_size=256))

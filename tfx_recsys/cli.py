@@ -1,0 +1,309 @@
+"""The `recsys` command: run the pipeline, ask the pushed model.
+
+  recsys run [--data movielens-100k|synthetic|DIR] [--root DIR]
+  recsys recommend --root DIR --user USER_ID [-k 10]
+
+Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and
+argument errors are instant. Expected failures (bad data, missing root, no
+pushed model, unknown user) print one line and exit 1; the full log of a run
+is kept under <root>/logs/.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+from tfx_recsys import config
+
+MOVIELENS = "movielens-100k"
+SYNTHETIC = "synthetic"
+
+
+class UserError(Exception):
+    """A failure the user can fix; printed as one line, no traceback."""
+
+
+def _prepare_environment() -> None:
+    # TFRS needs Keras 2; must be set before TensorFlow is first imported.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+# --------------------------------------------------------------------------
+# recsys run
+
+
+class _ComponentProgress(logging.Handler):
+    """Prints one line as each component starts and ends, with its duration."""
+
+    def __init__(self, stream):
+        super().__init__(logging.INFO)
+        self._stream = stream
+        self._started = {}
+        self.durations = {}
+
+    def emit(self, record):
+        if not record.args:
+            return
+        message, name = record.msg, record.args[0]
+        if message == "Component %s is running.":
+            self._started[name] = time.monotonic()
+            print(f"  {name:<26} running ...", file=self._stream, flush=True)
+        elif message == "Component %s is finished.":
+            seconds = time.monotonic() - self._started.get(name, time.monotonic())
+            self.durations[name] = seconds
+            print(f"  {name:<26} done in {seconds:6.1f} s", file=self._stream,
+                  flush=True)
+        elif message == "A cached execution %d is used.":
+            print("    (reused from cache)", file=self._stream, flush=True)
+
+
+def _log_to_file(root: str) -> str:
+    """Sends all library logging to <root>/logs/run-<time>.log."""
+    log_dir = os.path.join(root, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    path = os.path.join(log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root_logger = logging.getLogger()
+    for old in list(root_logger.handlers):
+        root_logger.removeHandler(old)
+    root_logger.addHandler(handler)
+    root_logger.setLevel(logging.INFO)
+    return path
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str):
+    """Sends file descriptor 2 to `path` for a while.
+
+    TensorFlow's and ScaNN's C++ logging write straight to fd 2, past Python's
+    logging; during a run it belongs in the log file, not on the terminal.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _resolve_data(args) -> str:
+    from tfx_recsys.data import movielens, native, synthetic
+
+    if args.data == MOVIELENS:
+        print(f"data: MovieLens-100K (cache: {movielens.default_cache_dir()})")
+        return movielens.fetch_movielens_100k()
+    if args.data == SYNTHETIC:
+        directory = os.path.join(
+            args.root, "data", f"synthetic-u{args.num_users}-i{args.num_items}"
+            f"-n{args.num_interactions}-s{args.data_seed}")
+        if not os.path.exists(os.path.join(directory, native.ITEMS_FILE)):
+            synthetic.generate_synthetic(
+                directory, num_users=args.num_users, num_items=args.num_items,
+                num_interactions=args.num_interactions, seed=args.data_seed)
+        print(f"data: synthetic, {args.num_interactions} interactions "
+              f"({directory})")
+        return directory
+    native.validate_dataset_dir(args.data)
+    print(f"data: {os.path.abspath(args.data)}")
+    return args.data
+
+
+def cmd_run(args) -> int:
+    from tfx_recsys import run_summary
+
+    args.root = os.path.abspath(args.root)
+    data_dir = _resolve_data(args)
+    log_path = _log_to_file(args.root)
+    print(f"root: {args.root}\nlog:  {log_path}\nloading TensorFlow and TFX ...")
+    with _stderr_to(log_path):
+        from absl import logging as absl_logging
+
+        from tfx_recsys.pipeline import local_runner
+    # TFX logs each component's start and end through absl at INFO; the
+    # verbosity flag (not just the logger level) must say INFO, or a later
+    # flag parse resets it.
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger("absl").addHandler(_ComponentProgress(sys.stdout))
+
+    training = config.TwoTowerConfig(
+        **{k: v for k, v in (("epochs", args.epochs), ("seed", args.seed))
+           if v is not None})
+    started = time.monotonic()
+    with _stderr_to(log_path):
+        local_runner.run(data_dir, args.root, training=training,
+                         enable_cache=not args.no_cache)
+    total = time.monotonic() - started
+
+    result = run_summary.summary(args.root)
+    print(f"\npipeline finished in {total:.0f} s\n")
+    print(run_summary.format_table(result))
+    blessing = result.get("evaluation", {}).get("blessing", {})
+    print(f"\nblessed: {'yes' if blessing.get('blessed') else 'no'} "
+          f"({blessing.get('reason', 'no evaluation')})")
+    if result.get("pushed"):
+        print(f"pushed:  {result['pushed_destination']} (ScaNN recall@10 vs "
+              f"exact: {result['index_recall_at_10']:.3f})")
+        print(f"try:     recsys recommend --root {args.root} --user <user_id>")
+    else:
+        print("pushed:  no (the model was not blessed)")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# recsys recommend
+
+
+def latest_version_dir(serving_dir: str) -> Optional[str]:
+    """Newest numbered version under `serving_dir` with a complete SavedModel."""
+    if not os.path.isdir(serving_dir):
+        return None
+    versions = [v for v in os.listdir(serving_dir) if v.isdigit()
+                and os.path.exists(os.path.join(serving_dir, v, "saved_model.pb"))]
+    return os.path.join(serving_dir, max(versions, key=int)) if versions else None
+
+
+def _find_row(path: str, columns, key: str, value: str) -> Optional[dict]:
+    from tfx_recsys.data import native
+
+    for _, row in native.read_table(path, columns):
+        if row[key] == value:
+            return row
+    return None
+
+
+def _titles(path: str) -> dict:
+    from tfx_recsys.data import native
+
+    return {row["item_id"]: row["title"]
+            for _, row in native.read_table(path, native.ITEM_COLUMNS)}
+
+
+def cmd_recommend(args) -> int:
+    from tfx_recsys import run_summary
+    from tfx_recsys.data import native
+    from tfx_recsys.pipeline.local_runner import RunPaths
+
+    paths = RunPaths(os.path.abspath(args.root))
+    if not os.path.isdir(paths.root):
+        raise UserError(f"root {paths.root} does not exist; run `recsys run "
+                        f"--root {args.root}` first")
+    model_dir = latest_version_dir(paths.serving_dir)
+    if model_dir is None:
+        raise UserError(f"no pushed model under {paths.serving_dir}; run "
+                        f"`recsys run --root {args.root}` (the model must be "
+                        "blessed to be pushed)")
+    try:
+        data_dir = run_summary.data_path(run_summary.open_store(paths.root))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    users_csv = os.path.join(data_dir, native.USERS_FILE)
+    user = _find_row(users_csv, native.USER_COLUMNS, "user_id", args.user)
+    if user is None:
+        raise UserError(f"unknown user {args.user!r}: not in {users_csv}")
+    if args.k < 1:
+        raise UserError("-k must be at least 1")
+
+    import scann  # noqa: F401  registers the ScaNN op the SavedModel uses
+    import tensorflow as tf
+
+    model = tf.saved_model.load(model_dir)
+    outputs = model.signatures["serving_default"](
+        user_id=tf.constant([user["user_id"]]),
+        age=tf.constant([int(user["age"])], tf.int64),
+        gender=tf.constant([user["gender"]]),
+        occupation=tf.constant([user["occupation"]]),
+        zip_code=tf.constant([user["zip_code"]]))
+    item_ids = [i.decode() for i in outputs["item_ids"].numpy()[0]]
+    scores = outputs["scores"].numpy()[0]
+    if args.k > len(item_ids):
+        raise UserError(f"-k {args.k} exceeds the {len(item_ids)} items the "
+                        "served model returns")
+    titles = _titles(os.path.join(data_dir, native.ITEMS_FILE))
+    print(f"top {args.k} for user {args.user} (age {user['age']}, "
+          f"{user['gender']}, {user['occupation']}) from {model_dir}:")
+    for rank, (item, score) in enumerate(zip(item_ids[:args.k], scores), 1):
+        print(f"{rank:3d}. {titles.get(item, '?')}  [item {item}, score {score:.3f}]")
+    return 0
+
+
+# --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline end to end")
+    run.add_argument("--data", default=MOVIELENS,
+                     help=f"{MOVIELENS} (default), {SYNTHETIC}, or a directory "
+                          "with interactions.csv, users.csv, items.csv")
+    run.add_argument("--root", default=config.DEFAULT_ROOT,
+                     help="where the run writes everything (default: %(default)s)")
+    run.add_argument("--epochs", type=int, help="training epochs")
+    run.add_argument("--seed", type=int, default=None,
+                     help="training seed (default: config.TwoTowerConfig.seed)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="re-run every component")
+    synthetic = run.add_argument_group("synthetic data (--data synthetic)")
+    synthetic.add_argument("--num-users", type=int, default=200)
+    synthetic.add_argument("--num-items", type=int, default=300)
+    synthetic.add_argument("--num-interactions", type=int, default=5000)
+    synthetic.add_argument("--data-seed", type=int, default=0)
+    run.set_defaults(func=cmd_run)
+
+    recommend = commands.add_parser("recommend", help="top-k from the pushed model")
+    recommend.add_argument("--root", default=config.DEFAULT_ROOT)
+    recommend.add_argument("--user", required=True, help="a user_id of users.csv")
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.set_defaults(func=cmd_recommend)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _prepare_environment()
+    from tfx_recsys.data.native import DataError
+    from tfx_recsys.data.movielens import FetchError
+
+    try:
+        return args.func(args)
+    except (UserError, DataError, FetchError) as e:
+        print(f"recsys: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a failure inside the pipeline, e.g. in Beam
+        cause = _data_error_in(e)
+        if cause is not None:
+            print(f"recsys: error: {cause}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _data_error_in(error: BaseException) -> Optional[str]:
+    """The DataError message carried by an exception Beam or TFX re-raised."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ == "DataError":
+            return str(error)
+        text = str(error)
+        marker = "DataError: "
+        if marker in text:
+            return text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""What a pipeline run left in ML Metadata, read back for people.
+
+Used by the CLI (the table at the end of `recsys run`, `recsys recommend`)
+and by tests. MLMD 1.21 has no filter queries, so everything walks types,
+executions and events.
+"""
+
+import json
+import os
+from typing import Dict, List, Optional
+
+from tfx_recsys import config
+
+METADATA_FILE = "metadata.sqlite"
+
+
+def open_store(root: str):
+    """The run root's SQLite ML Metadata store (read-write)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    path = os.path.join(root, METADATA_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no ML Metadata store at {path}: has a "
+                                f"pipeline run with --root {root}?")
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = path
+    connection.sqlite.connection_mode = 2  # READWRITE, never create
+    return metadata_store.MetadataStore(connection)
+
+
+def executions_of(store, component_class: str) -> List:
+    """Executions whose type name ends with `component_class`, oldest first."""
+    type_ids = {t.id for t in store.get_execution_types()
+                if t.name.split(".")[-1] == component_class}
+    return sorted((e for e in store.get_executions() if e.type_id in type_ids),
+                  key=lambda e: e.id)
+
+
+def latest_execution(store, component_class: str):
+    executions = executions_of(store, component_class)
+    return executions[-1] if executions else None
+
+
+def output_artifacts(store, execution, key: Optional[str] = None) -> List:
+    """Artifacts an execution wrote, optionally only those under `key`."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    events = [e for e in store.get_events_by_execution_ids([execution.id])
+              if e.type == metadata_store_pb2.Event.OUTPUT
+              and (key is None or any(s.key == key for s in e.path.steps))]
+    return store.get_artifacts_by_id([e.artifact_id for e in events])
+
+
+def input_artifacts(store, execution) -> List:
+    from ml_metadata.proto import metadata_store_pb2
+
+    events = [e for e in store.get_events_by_execution_ids([execution.id])
+              if e.type == metadata_store_pb2.Event.INPUT]
+    return store.get_artifacts_by_id([e.artifact_id for e in events])
+
+
+def _value(value_proto):
+    kind = value_proto.WhichOneof("value")
+    return getattr(value_proto, kind) if kind else None
+
+
+def property_value(entity, name: str, default=None):
+    """A property or custom property of an MLMD artifact or execution."""
+    for props in (entity.properties, entity.custom_properties):
+        if name in props:
+            return _value(props[name])
+    return default
+
+
+def data_path(store) -> Optional[str]:
+    """The dataset directory the latest ExampleGen execution read."""
+    execution = latest_execution(store, "InteractionsExampleGen")
+    return property_value(execution, "input_base") if execution else None
+
+
+def summary(root: str) -> Dict:
+    """Metrics, blessing and push of the latest evaluation and push."""
+    store = open_store(root)
+    result: Dict = {"data_path": data_path(store)}
+    evaluator = latest_execution(store, "RetrievalEvaluator")
+    if evaluator is not None:
+        for artifact in output_artifacts(store, evaluator, "evaluation"):
+            with open(os.path.join(artifact.uri, "metrics.json")) as f:
+                result["evaluation"] = json.load(f)
+    pusher = latest_execution(store, "ScannPusher")
+    if pusher is not None:
+        for artifact in output_artifacts(store, pusher, "pushed_model"):
+            result["pushed"] = bool(property_value(artifact, "pushed", 0))
+            result["pushed_destination"] = property_value(artifact,
+                                                          "pushed_destination")
+            result["index_recall_at_10"] = property_value(artifact,
+                                                          "index_recall_at_10")
+    return result
+
+
+def format_table(result: Dict, ks=config.TOP_KS) -> str:
+    """The evaluation as plain text: one row per metric, one column per model."""
+    evaluation = result.get("evaluation")
+    if not evaluation:
+        return "no evaluation found"
+    columns = {"two-tower": evaluation["model"], **evaluation["baselines"]}
+    metric_names = ([f"{name}@{k}" for name in ("recall", "ndcg", "hit_rate")
+                     for k in ks] + [f"top_k_accuracy@{k}" for k in ks])
+    width = max(len(n) for n in columns) + 2
+    lines = ["metric".ljust(20) + "".join(n.rjust(width) for n in columns)]
+    for metric in metric_names:
+        lines.append(metric.ljust(20) + "".join(
+            f"{values[metric]:{width}.4f}" for values in columns.values()))
+    return "\n".join(lines)
