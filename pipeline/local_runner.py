@@ -39,8 +39,12 @@ DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory",
 def run(data_path: str, root: str,
         training: Optional[config.TwoTowerConfig] = None,
         beam_pipeline_args: Optional[List[str]] = None,
-        enable_cache: bool = True) -> RunPaths:
-    """Builds and runs the pipeline on `data_path`; returns the run's paths."""
+        enable_cache: bool = True, **pipeline_settings) -> RunPaths:
+    """Builds and runs the pipeline on `data_path`; returns the run's paths.
+
+    `pipeline_settings` go to create_pipeline() as they are (e.g. top_ks,
+    blessing_metric, serving_top_k).
+    """
     from tfx import v1 as tfx
 
     from tfx_recsys.fingerprint import code_fingerprint
@@ -60,6 +64,7 @@ def run(data_path: str, root: str,
             tfx.orchestration.metadata.sqlite_metadata_connection_config(
                 paths.metadata_path)),
         beam_pipeline_args=list(beam_pipeline_args or DEFAULT_BEAM_ARGS),
-        enable_cache=enable_cache)
+        enable_cache=enable_cache,
+        **pipeline_settings)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     return paths

@@ -60,7 +60,9 @@ class Executor(pusher_executor.Executor):
         item_ids = [examples_io.scalar(r, "item_id") for r in item_rows]
         item_embeddings = embedding.embed_items(trainer_model, item_rows)
         if k > len(item_ids):
-            raise ValueError(f"top_k={k} exceeds the corpus of {len(item_ids)} items")
+            logging.warning("top_k=%d exceeds the corpus of %d items; serving "
+                            "all of them", k, len(item_ids))
+            k = len(item_ids)
         index = scann_index.build_index(item_ids, item_embeddings, k)
 
         # Held-out queries: one per eval user.
