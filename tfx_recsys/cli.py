@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from typing import List, Optional
@@ -280,7 +281,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args)
     except (UserError, DataError, FetchError) as e:
-        print(f"recsys: error: {e}", file=sys.stderr)
+        print(f"recsys: error: {_without_beam_suffix(str(e))}", file=sys.stderr)
         return 1
     except Exception as e:  # a failure inside the pipeline, e.g. in Beam
         cause = _data_error_in(e)
@@ -288,6 +289,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"recsys: error: {cause}", file=sys.stderr)
             return 1
         raise
+
+
+def _without_beam_suffix(message: str) -> str:
+    """Drops the " [while running 'Step']" Beam appends to a DoFn's error."""
+    return re.sub(r" \[while running '[^']*'\]$", "", message.strip())
 
 
 def _data_error_in(error: BaseException) -> Optional[str]:
