@@ -75,3 +75,7 @@ print(",".join(sorted(set(i.decode() for i in out["item_ids"].numpy().ravel())))
     with open(os.path.join(tiny_data, "items.csv")) as f:
         item_ids = {line.split(",")[0] for line in f.read().splitlines()[1:]}
     assert set(returned.split(",")) == item_ids
+
+
+def test_clean_data_has_no_anomalies(tiny_run):
+    assert run_summary.summary(tiny_run.root)["anomalies"] == {}

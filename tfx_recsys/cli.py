@@ -150,6 +150,12 @@ def cmd_run(args) -> int:
     result = run_summary.summary(args.root)
     print(f"\npipeline finished in {total:.0f} s\n")
     print(run_summary.format_table(result))
+    if result["anomalies"]:
+        print("\ndata anomalies (ExampleValidator, against schemas/):")
+        for split, lines in result["anomalies"].items():
+            print("\n".join(f"  {split}: {line}" for line in lines))
+    else:
+        print("\ndata anomalies: none (ExampleValidator, against schemas/)")
     blessing = result.get("evaluation", {}).get("blessing", {})
     print(f"\nblessed: {'yes' if blessing.get('blessed') else 'no'} "
           f"({blessing.get('reason', 'no evaluation')})")

@@ -79,10 +79,35 @@ def data_path(store) -> Optional[str]:
     return property_value(execution, "input_base") if execution else None
 
 
+def anomalies(store) -> Dict[str, List[str]]:
+    """ExampleValidator's findings of its latest execution: {split: [lines]}."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    execution = latest_execution(store, "ExampleValidator")
+    found: Dict[str, List[str]] = {}
+    if execution is None:
+        return found
+    for artifact in output_artifacts(store, execution, "anomalies"):
+        for split in sorted(os.listdir(artifact.uri)):
+            path = os.path.join(artifact.uri, split, "SchemaDiff.pb")
+            if not os.path.exists(path):
+                continue
+            report = anomalies_pb2.Anomalies()
+            with open(path, "rb") as f:
+                report.ParseFromString(f.read())
+            lines = [f"{feature}: {info.short_description}"
+                     for feature, info in sorted(report.anomaly_info.items())]
+            if report.HasField("dataset_anomaly_info"):
+                lines.append(report.dataset_anomaly_info.short_description)
+            if lines:
+                found[split.replace("Split-", "")] = lines
+    return found
+
+
 def summary(root: str) -> Dict:
     """Metrics, blessing and push of the latest evaluation and push."""
     store = open_store(root)
-    result: Dict = {"data_path": data_path(store)}
+    result: Dict = {"data_path": data_path(store), "anomalies": anomalies(store)}
     evaluator = latest_execution(store, "RetrievalEvaluator")
     if evaluator is not None:
         for artifact in output_artifacts(store, evaluator, "evaluation"):
