@@ -289,32 +289,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (UserError, DataError, FetchError) as e:
         print(f"recsys: error: {_without_beam_suffix(str(e))}", file=sys.stderr)
         return 1
-    except Exception as e:  # a failure inside the pipeline, e.g. in Beam
-        cause = _data_error_in(e)
-        if cause is not None:
-            print(f"recsys: error: {cause}", file=sys.stderr)
-            return 1
-        raise
 
 
 def _without_beam_suffix(message: str) -> str:
     """Drops the " [while running 'Step']" Beam appends to a DoFn's error."""
     return re.sub(r" \[while running '[^']*'\]$", "", message.strip())
-
-
-def _data_error_in(error: BaseException) -> Optional[str]:
-    """The DataError message carried by an exception Beam or TFX re-raised."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if type(error).__name__ == "DataError":
-            return str(error)
-        text = str(error)
-        marker = "DataError: "
-        if marker in text:
-            return text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
-        error = error.__cause__ or error.__context__
-    return None
 
 
 if __name__ == "__main__":
