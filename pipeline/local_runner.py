@@ -30,9 +30,10 @@ class RunPaths:
         return os.path.join(self.root, "serving", config.MODEL_NAME)
 
 
-# In-memory Beam: skips the Prism runner (which it would try to download) and
-# suits data that fits on one machine.
-DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory",
+# In-memory Beam on the FnApiRunner. Not "DirectRunner": since Beam 2.68 it
+# first tries the Prism runner, which it downloads from the internet at run
+# time. In-memory suits data that fits on one machine.
+DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory",
                      "--direct_num_workers=1")
 
 

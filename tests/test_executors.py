@@ -19,7 +19,7 @@ from tfx_recsys.components.scann_pusher import executor as pusher_executor
 from tfx_recsys.data.native import DataError
 from tfx_recsys import run_summary
 
-BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+BEAM_ARGS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
 
 def _artifact(kind, uri):
