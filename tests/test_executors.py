@@ -146,30 +146,27 @@ def _blessing(tmp_path, blessed):
     return blessing
 
 
-def test_pusher_does_not_push_an_unblessed_model(tiny_run, tmp_path):
+def _run_pusher(tiny_run, tmp_path, blessed):
     found = _input_dict_from_run(tiny_run.root)
     pushed = _artifact(standard_artifacts.PushedModel, tmp_path / "pushed")
     serving = tmp_path / "serving"
     pusher_executor.Executor().Do(
         {"model": _as_tfx(found["model"], standard_artifacts.Model),
-         "model_blessing": [_blessing(tmp_path, 0)],
+         "model_blessing": [_blessing(tmp_path, blessed)],
          "items": _as_tfx(found["items"], standard_artifacts.Examples),
          "examples": _as_tfx(found["examples"], standard_artifacts.Examples)},
         {"pushed_model": [pushed]}, {"serving_dir": str(serving), "top_k": 10})
+    return pushed, serving
+
+
+def test_pusher_does_not_push_an_unblessed_model(tiny_run, tmp_path):
+    pushed, serving = _run_pusher(tiny_run, tmp_path, blessed=0)
     assert pushed.get_int_custom_property("pushed") == 0
     assert not serving.exists()
 
 
 def test_pusher_writes_a_new_version_with_saved_model_and_index_recall(tiny_run, tmp_path):
-    found = _input_dict_from_run(tiny_run.root)
-    pushed = _artifact(standard_artifacts.PushedModel, tmp_path / "pushed")
-    serving = tmp_path / "serving"
-    pusher_executor.Executor().Do(
-        {"model": _as_tfx(found["model"], standard_artifacts.Model),
-         "model_blessing": [_blessing(tmp_path, 1)],
-         "items": _as_tfx(found["items"], standard_artifacts.Examples),
-         "examples": _as_tfx(found["examples"], standard_artifacts.Examples)},
-        {"pushed_model": [pushed]}, {"serving_dir": str(serving), "top_k": 10})
+    pushed, serving = _run_pusher(tiny_run, tmp_path, blessed=1)
     assert pushed.get_int_custom_property("pushed") == 1
     version = pushed.get_string_custom_property("pushed_version")
     assert (serving / version / "saved_model.pb").exists()

@@ -86,19 +86,19 @@ def split_user_history(interactions: Iterable[Row],
 def join_features(interaction: Row, users: Dict[str, Row],
                   items: Dict[str, Row], path: str) -> Row:
     """The interaction with its user's and item's feature columns."""
-    user = users.get(interaction["user_id"])
-    if user is None:
-        raise native.DataError(
-            f"{path}: user_id {interaction['user_id']!r} has no row in "
-            f"{native.USERS_FILE}. Add the user's features or drop its "
-            "interactions.")
-    item = items.get(interaction["item_id"])
-    if item is None:
-        raise native.DataError(
-            f"{path}: item_id {interaction['item_id']!r} has no row in "
-            f"{native.ITEMS_FILE}. Add the item's features or drop its "
-            "interactions.")
+    user = _feature_row(users, "user_id", interaction, native.USERS_FILE, path)
+    item = _feature_row(items, "item_id", interaction, native.ITEMS_FILE, path)
     return {**interaction, **user, **item}
+
+
+def _feature_row(table: Dict[str, Row], key: str, interaction: Row,
+                 table_file: str, path: str) -> Row:
+    row = table.get(interaction[key])
+    if row is None:
+        raise native.DataError(
+            f"{path}: {key} {interaction[key]!r} has no row in {table_file}. "
+            "Add its features or drop its interactions.")
+    return row
 
 
 def feature_values(row: Row) -> Dict[str, Tuple[str, list]]:

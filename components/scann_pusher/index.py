@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfx_recsys.models import two_tower
+
 SERVING_SIGNATURE = "serving_default"
 SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
 
@@ -56,13 +58,7 @@ class ScannRecommender(tf.Module):
         self.trainer_model = trainer_model
         self.index = index
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, "user_id"),
-        tf.TensorSpec([None], tf.int64, "age"),
-        tf.TensorSpec([None], tf.string, "gender"),
-        tf.TensorSpec([None], tf.string, "occupation"),
-        tf.TensorSpec([None], tf.string, "zip_code"),
-    ])
+    @tf.function(input_signature=two_tower.QUERY_INPUT_SIGNATURE)
     def serve(self, user_id, age, gender, occupation, zip_code):
         queries = self.trainer_model.query_embedding(
             user_id=user_id, age=age, gender=gender, occupation=occupation,

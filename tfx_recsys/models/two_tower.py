@@ -31,6 +31,16 @@ QUERY_SIGNATURE = "query_embedding"
 CANDIDATE_SIGNATURE = "candidate_embedding"
 _SIDE_FEATURE_DIM = 8
 
+# Raw user features (the users.csv columns), each [batch]: the input of the
+# query signature here and of the served model's serving_default.
+QUERY_INPUT_SIGNATURE = [
+    tf.TensorSpec([None], tf.string, "user_id"),
+    tf.TensorSpec([None], tf.int64, "age"),
+    tf.TensorSpec([None], tf.string, "gender"),
+    tf.TensorSpec([None], tf.string, "occupation"),
+    tf.TensorSpec([None], tf.string, "zip_code"),
+]
+
 
 def _ids(tensor: tf.Tensor) -> tf.Tensor:
     """[batch, 1] ids -> [batch]."""
@@ -134,13 +144,7 @@ class ExportModule(tf.Module):
         self.candidate_transform = tft.TFTransformOutput(
             transform_output_dir).transform_features_layer()
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, "user_id"),
-        tf.TensorSpec([None], tf.int64, "age"),
-        tf.TensorSpec([None], tf.string, "gender"),
-        tf.TensorSpec([None], tf.string, "occupation"),
-        tf.TensorSpec([None], tf.string, "zip_code"),
-    ])
+    @tf.function(input_signature=QUERY_INPUT_SIGNATURE)
     def query_embedding(self, user_id, age, gender, occupation, zip_code):
         raw = {"user_id": user_id, "age": age, "gender": gender,
                "occupation": occupation, "zip_code": zip_code}
