@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup run test lock clean
+.PHONY: setup run test bench-serving lock clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ run: setup
 
 test: setup
 	$(VENV_PY) -m pytest
+
+# Serving latency and recall: ScaNN vs brute force on 10K/100K/1M items.
+bench-serving: setup
+	$(VENV_PY) bench/serving.py
 
 # Re-resolve the lock after editing requirements/requirements.in.
 lock: | $(UV)

@@ -44,7 +44,7 @@ def run(data_path: str, root: str,
     """Builds and runs the pipeline on `data_path`; returns the run's paths.
 
     `pipeline_settings` go to create_pipeline() as they are (e.g. top_ks,
-    blessing_metric, serving_top_k).
+    blessing, index_gate, serving_top_k).
     """
     from tfx import v1 as tfx
 

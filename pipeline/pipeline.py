@@ -29,7 +29,8 @@ def create_pipeline(
     code_fingerprint: str = "",
     eval_fraction: float = config.EVAL_FRACTION,
     top_ks: Sequence[int] = config.TOP_KS,
-    blessing_metric: str = config.BLESSING_METRIC,
+    blessing: config.BlessingConfig = config.BlessingConfig(),
+    index_gate: config.IndexGateConfig = config.IndexGateConfig(),
     serving_top_k: int = config.SERVING_TOP_K,
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
@@ -47,7 +48,10 @@ def create_pipeline(
       code_fingerprint: hash of the model code; part of the Transform and
         Trainer cache keys, since dotted paths alone do not change with code.
       eval_fraction: share of each user's latest interactions held out.
-      top_ks, blessing_metric: evaluation cut-offs and the gate's metric.
+      top_ks: evaluation cut-offs.
+      blessing: the evaluator's gate (thresholds, baselines, no regression).
+      index_gate: the pusher's gate (ScaNN recall target, latency bound) and
+        how many pushed versions to keep.
       serving_top_k: how many items the served model returns.
       metadata_connection_config: ML Metadata store (None: the runner's).
       beam_pipeline_args: options of the Beam pipelines components run.
@@ -86,26 +90,35 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
         custom_config={**(training or {}), "code_fingerprint": code_fingerprint})
 
-    # Top-K over the whole corpus against a most-popular baseline; blessing.
+    # The last blessed model, if any: the no-regression reference.
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    # Top-K over the whole corpus against baselines and the last blessed model.
     evaluator = RetrievalEvaluator(
         model=trainer.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"],
         examples=example_gen.outputs["examples"],
         items=example_gen.outputs["items"],
-        top_ks=top_ks, blessing_metric=blessing_metric)
+        top_ks=top_ks, blessing=blessing)
 
-    # A blessed model goes out as a ScaNN-indexed SavedModel.
+    # A blessed model with a proven ScaNN index goes out, with its fallbacks.
     pusher = ScannPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         items=example_gen.outputs["items"],
         examples=example_gen.outputs["examples"],
-        serving_dir=serving_dir, top_k=serving_top_k)
+        serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate)
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator,
-                    transform, trainer, evaluator, pusher],
+                    transform, trainer, latest_blessed, evaluator, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

@@ -33,4 +33,5 @@ def tiny_run(tmp_path_factory, tiny_data):
     # recall@100 cannot separate models on an 80-item corpus: gate on @10.
     return local_runner.run(tiny_data, root,
                             training=config.TwoTowerConfig(epochs=5, batch_size=256),
-                            top_ks=(5, 10, 50), blessing_metric="recall@10")
+                            top_ks=(5, 10, 50),
+                            blessing=config.BlessingConfig(metric="recall@10"))

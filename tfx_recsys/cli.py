@@ -160,11 +160,14 @@ def cmd_run(args) -> int:
     print(f"\nblessed: {'yes' if blessing.get('blessed') else 'no'} "
           f"({blessing.get('reason', 'no evaluation')})")
     if result.get("pushed"):
-        print(f"pushed:  {result['pushed_destination']} (ScaNN recall@10 vs "
-              f"exact: {result['index_recall_at_10']:.3f})")
+        print(f"pushed:  {result['pushed_destination']}\n"
+              f"         ScaNN recall@10 vs exact {result['index_recall_at_10']:.3f}, "
+              f"search {result['index_latency_ms_p50']:.3f} ms (exact "
+              f"{result['exact_search_latency_ms_p50']:.3f} ms), whole signature "
+              f"{result['serving_latency_ms_p50']:.2f} ms (p50, one user)")
         print(f"try:     recsys recommend --root {args.root} --user <user_id>")
     else:
-        print("pushed:  no (the model was not blessed)")
+        print(f"pushed:  no ({result.get('reason') or 'see the log'})")
     return 0
 
 

@@ -30,9 +30,41 @@ EVAL_SPLIT = "eval"
 ITEMS_SPLIT = "items"
 
 # Evaluation: factorized top-K over the whole item corpus.
-TOP_KS: Tuple[int, ...] = (10, 50, 100)
-BLESSING_METRIC = "recall@100"
+TOP_KS: Tuple[int, ...] = (1, 5, 10, 50, 100)
 SERVING_TOP_K = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class BlessingConfig:
+    """When the evaluator blesses a model (every check must hold).
+
+    metric: the overall metric the checks compare.
+    min_value: absolute threshold: metric >= min_value.
+    beat_baselines: baselines the model must beat strictly on `metric`.
+    max_regression: against the last blessed model, the metric may drop by
+      at most this much (absolute); 0 means no regression at all.
+    """
+
+    metric: str = "recall@100"
+    min_value: float = 0.0
+    beat_baselines: Tuple[str, ...] = ("most_popular",)
+    max_regression: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexGateConfig:
+    """When the pusher ships a ScaNN index (tuned on held-out queries).
+
+    recall_k, target_recall: recall@recall_k against exact search that the
+      chosen index settings must reach.
+    max_latency_ms: bound on the median single-query search time of the index.
+    keep_versions: pushed versions kept on disk (older ones are removed).
+    """
+
+    recall_k: int = 10
+    target_recall: float = 0.95
+    max_latency_ms: float = 10.0
+    keep_versions: int = 5
 
 # Raw request features of the serving signature (the users.csv columns).
 USER_STRING_FEATURES = ("user_id", "gender", "occupation", "zip_code")

@@ -30,6 +30,15 @@ def _decode(feature) -> list:
     return []
 
 
+def parse_row(serialized: bytes) -> Dict[str, list]:
+    """A serialized tf.Example as {feature name: list of values}."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(serialized)
+    return {name: _decode(feature)
+            for name, feature in example.features.feature.items()}
+
+
 def read_rows(examples_uri: str, split: str) -> Iterator[Dict[str, list]]:
     """Yields each example of a split as {feature name: list of values}."""
     import tensorflow as tf
@@ -37,9 +46,7 @@ def read_rows(examples_uri: str, split: str) -> Iterator[Dict[str, list]]:
     dataset = tf.data.TFRecordDataset(split_files(examples_uri, split),
                                       compression_type="GZIP")
     for record in dataset.as_numpy_iterator():
-        example = tf.train.Example.FromString(record)
-        yield {name: _decode(feature)
-               for name, feature in example.features.feature.items()}
+        yield parse_row(record)
 
 
 def scalar(row: Dict[str, list], name: str, default=None):

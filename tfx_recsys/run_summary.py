@@ -119,22 +119,28 @@ def summary(root: str) -> Dict:
             result["pushed"] = bool(property_value(artifact, "pushed", 0))
             result["pushed_destination"] = property_value(artifact,
                                                           "pushed_destination")
-            result["index_recall_at_10"] = property_value(artifact,
-                                                          "index_recall_at_10")
+            for name in ("reason", "index_recall_at_10", "index_latency_ms_p50",
+                         "serving_latency_ms_p50", "exact_search_latency_ms_p50"):
+                result[name] = property_value(artifact, name)
     return result
 
 
-def format_table(result: Dict, ks=config.TOP_KS) -> str:
-    """The evaluation as plain text: one row per metric, one column per model."""
+def format_table(result: Dict, ks=(10, 50, 100)) -> str:
+    """Overall metrics as plain text: one row per metric, one column per model."""
     evaluation = result.get("evaluation")
     if not evaluation:
         return "no evaluation found"
-    columns = {"two-tower": evaluation["model"], **evaluation["baselines"]}
+    columns = {"two-tower": evaluation["model"]["overall"],
+               **{name: b["overall"] for name, b in evaluation["baselines"].items()}}
+    if evaluation.get("last_blessed"):
+        columns["last blessed"] = evaluation["last_blessed"]["overall"]
     metric_names = ([f"{name}@{k}" for name in ("recall", "ndcg", "hit_rate")
-                     for k in ks] + [f"top_k_accuracy@{k}" for k in ks])
+                     for k in ks] + [f"mrr@{ks[0]}"]
+                    + [f"top_k_accuracy@{k}" for k in ks]
+                    + [f"coverage@{ks[-1]}", "novelty@10", "diversity@10"])
     width = max(len(n) for n in columns) + 2
     lines = ["metric".ljust(20) + "".join(n.rjust(width) for n in columns)]
     for metric in metric_names:
         lines.append(metric.ljust(20) + "".join(
-            f"{values[metric]:{width}.4f}" for values in columns.values()))
+            f"{values.get(metric, float('nan')):{width}.4f}" for values in columns.values()))
     return "\n".join(lines)

@@ -1,21 +1,28 @@
-"""RetrievalEvaluator: factorized top-K over the whole item corpus.
+"""RetrievalEvaluator: factorized top-K over the whole item corpus, two gates.
 
 TFMA's Evaluator scores one example at a time and cannot rank a whole
-corpus, so this component does: it embeds every item of the corpus and every
-eval user with the Trainer's SavedModel, ranks the corpus per user (excluding
-their train items) and computes the metrics of `tfx_recsys.metrics` for the
-model and a most-popular baseline on the same split. The model is blessed
-only if it beats the baseline on `blessing_metric`.
+corpus, so this component does. In a Beam pipeline it groups the eval split by
+user, embeds every corpus item and each batch of eval users with the Trainer's
+SavedModel, ranks the whole corpus per user (their train items excluded) and
+folds the metrics of `tfx_recsys.metrics` into per-slice accumulators, for the
+model, the most-popular baseline and, if there is one, the last blessed model,
+all on the same users.
 
-Outputs: `evaluation` (ModelEvaluation) holds `metrics.json`; `blessing`
-(ModelBlessing) carries the `blessed` custom property that Pusher checks.
+Blessing (config.BlessingConfig): absolute threshold, beat the baselines, and
+no regression against the last blessed model; the reasons are recorded.
+
+Outputs: `evaluation` (ModelEvaluation) holds `metrics.json` (documented in
+the README) and `metrics-*.tfrecord` (TFMA MetricsForSlice, readable with
+`tfma.load_metrics`); `blessing` (ModelBlessing) carries the `blessed` custom
+property that the Pusher and TFX's latest-blessed-model resolver read.
 """
 
+import dataclasses
 import json
-from typing import Sequence
+from typing import Optional, Sequence
 
 from tfx import types
-from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
@@ -23,21 +30,24 @@ from tfx_recsys import config
 from tfx_recsys.components.retrieval_evaluator import executor
 
 MODEL_KEY = "model"
+BASELINE_MODEL_KEY = "baseline_model"
 EXAMPLES_KEY = "examples"
 ITEMS_KEY = "items"
 EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 TOP_KS_KEY = "top_ks"
-BLESSING_METRIC_KEY = "blessing_metric"
+BLESSING_CONFIG_KEY = "blessing_config"
 
 
 class RetrievalEvaluatorSpec(types.ComponentSpec):
     PARAMETERS = {
         TOP_KS_KEY: ExecutionParameter(type=str),  # JSON list of ints
-        BLESSING_METRIC_KEY: ExecutionParameter(type=str),
+        BLESSING_CONFIG_KEY: ExecutionParameter(type=str),  # JSON BlessingConfig
     }
     INPUTS = {
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model,
+                                             optional=True),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         ITEMS_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
@@ -47,19 +57,33 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
     }
 
 
-class RetrievalEvaluator(base_component.BaseComponent):
-    """Evaluates a retrieval model against the corpus and blesses it."""
+class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
+    """Evaluates a retrieval model against the whole corpus and blesses it.
+
+    Args:
+      model: the Trainer's model.
+      examples: raw examples with `train` and `eval` splits.
+      items: the item corpus (InteractionsExampleGen's `items`).
+      baseline_model: the last blessed model (from a resolver), optional.
+      top_ks: cut-offs of every metric.
+      blessing: the gate's checks.
+    """
 
     SPEC_CLASS = RetrievalEvaluatorSpec
-    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
                  items: types.BaseChannel,
+                 baseline_model: Optional[types.BaseChannel] = None,
                  top_ks: Sequence[int] = config.TOP_KS,
-                 blessing_metric: str = config.BLESSING_METRIC):
+                 blessing: config.BlessingConfig = config.BlessingConfig()):
+        if blessing.metric.split("@")[-1] not in {str(k) for k in top_ks}:
+            raise ValueError(f"blessing metric {blessing.metric} needs its K in "
+                             f"top_ks {list(top_ks)}")
         spec = RetrievalEvaluatorSpec(
-            model=model, examples=examples, items=items,
-            top_ks=json.dumps(list(top_ks)), blessing_metric=blessing_metric,
+            model=model, baseline_model=baseline_model, examples=examples,
+            items=items, top_ks=json.dumps(list(top_ks)),
+            blessing_config=json.dumps(dataclasses.asdict(blessing)),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

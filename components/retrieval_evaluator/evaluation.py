@@ -1,84 +1,193 @@
-"""Pure logic of RetrievalEvaluator: eval data, baseline, blessing decision.
+"""Pure logic of RetrievalEvaluator: the corpus, eval users, slices, blessing.
 
-No TFX here; the executor reads artifacts and calls these functions.
+No TFX or Beam here; the executor wires these functions into a Beam pipeline
+and the tests call them on plain values.
+
+Slices (besides `overall`):
+  user_activity:<bucket>   users by their number of train interactions
+  user:cold / user:warm    users with no / some train interactions
+  item_popularity:<head|torso|tail>
+                           (user, eval item) pairs by the item's train
+                           popularity: head items carry the first third of
+                           train interactions, torso the next, tail the rest
+                           (and every item never seen in train); micro-averaged
+                           recall@K only, since one user's items span buckets.
 """
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+import json
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfx_recsys import metrics
+from tfx_recsys import config, metrics
 from tfx_recsys.examples_io import scalar
+
+OVERALL = "overall"
+ACTIVITY_EDGES = (1, 5, 20, 100)  # bucket lower bounds beyond 0
+MOST_POPULAR = "most_popular"
 
 
 @dataclasses.dataclass
-class EvalData:
-    """Everything the evaluation needs, indexed by corpus position.
+class Corpus:
+    """Every item of items.csv with what evaluation needs, by corpus index.
 
-    item_rows: the corpus, one raw row per item of items.csv.
-    user_rows: one raw row per eval user (their user features).
-    seen: per eval user, corpus indices of their train items (excluded
-      from their ranking).
-    relevant: per eval user, corpus indices of their eval items.
-    train_counts: int [items], training interactions per corpus item.
+    rows: raw item rows (for the candidate signature).
+    train_counts: int [items], training interactions per item.
+    popularity_rank: float [items], 1 = most popular in train.
+    popularity_bucket: per item, 'head', 'torso' or 'tail'.
+    genre_sets: per item, its genres (for intra-list diversity).
     """
 
-    item_rows: List[dict]
-    user_rows: List[dict]
-    seen: List[List[int]]
-    relevant: List[List[int]]
+    rows: List[dict]
+    index: Dict[str, int]
     train_counts: np.ndarray
+    popularity_rank: np.ndarray
+    popularity_bucket: List[str]
+    genre_sets: List[frozenset]
+
+    def __len__(self):
+        return len(self.rows)
 
 
-def build_eval_data(item_rows: Sequence[dict], train_rows, eval_rows) -> EvalData:
-    """Groups train and eval interactions by user over the item corpus."""
+@dataclasses.dataclass
+class UserCase:
+    """One eval user: raw features, seen (train) and relevant (eval) items."""
+
+    user_row: dict
+    seen: List[int]
+    relevant: List[int]
+
+
+def popularity_buckets(train_counts: np.ndarray) -> List[str]:
+    """head / torso / tail by cumulative share of train interactions."""
+    order = np.lexsort((np.arange(len(train_counts)), -train_counts))
+    share_before = np.cumsum(train_counts[order]) - train_counts[order]
+    total = max(int(train_counts.sum()), 1)
+    buckets = [""] * len(train_counts)
+    for item, before in zip(order, share_before):
+        if train_counts[item] == 0 or before >= 2 * total / 3:
+            buckets[item] = "tail"
+        elif before >= total / 3:
+            buckets[item] = "torso"
+        else:
+            buckets[item] = "head"
+    return buckets
+
+
+def build_corpus(item_rows: Sequence[dict], train_counts_by_id: Dict[str, int]) -> Corpus:
     index = {scalar(row, "item_id"): i for i, row in enumerate(item_rows)}
+    unknown = set(train_counts_by_id) - set(index)
+    if unknown:
+        raise ValueError(f"{len(unknown)} train items are not in the item corpus, "
+                         f"e.g. {sorted(unknown)[:3]}")
     counts = np.zeros(len(item_rows), np.int64)
-    seen_by_user: Dict[str, List[int]] = {}
-    for row in train_rows:
-        item = index[scalar(row, "item_id")]
-        counts[item] += 1
-        seen_by_user.setdefault(scalar(row, "user_id"), []).append(item)
-    relevant_by_user: Dict[str, List[int]] = {}
-    user_row: Dict[str, dict] = {}
-    for row in eval_rows:
-        user = scalar(row, "user_id")
-        relevant_by_user.setdefault(user, []).append(index[scalar(row, "item_id")])
-        user_row.setdefault(user, row)
-    users = sorted(relevant_by_user)
-    return EvalData(
-        item_rows=list(item_rows),
-        user_rows=[user_row[u] for u in users],
-        seen=[seen_by_user.get(u, []) for u in users],
-        relevant=[relevant_by_user[u] for u in users],
-        train_counts=counts)
+    for item_id, count in train_counts_by_id.items():
+        counts[index[item_id]] = count
+    return Corpus(rows=list(item_rows), index=index, train_counts=counts,
+                  popularity_rank=metrics.popularity_ranks(counts),
+                  popularity_bucket=popularity_buckets(counts),
+                  genre_sets=[frozenset(row.get("genres", [])) for row in item_rows])
 
 
-def most_popular_scores(data: EvalData) -> np.ndarray:
+def make_user_case(train_item_ids: Iterable[str], eval_rows: Sequence[dict],
+                   corpus: Corpus) -> Optional[UserCase]:
+    """A user's case, or None if they have no eval interactions."""
+    if not eval_rows:
+        return None
+    return UserCase(user_row=eval_rows[0],
+                    seen=sorted({corpus.index[i] for i in train_item_ids}),
+                    relevant=[corpus.index[scalar(r, "item_id")] for r in eval_rows])
+
+
+def activity_bucket(num_train: int) -> str:
+    """'0', '1-4', '5-19', '20-99', '100+' by the user's train interactions."""
+    if num_train == 0:
+        return "0"
+    for low, high in zip(ACTIVITY_EDGES, ACTIVITY_EDGES[1:]):
+        if num_train < high:
+            return f"{low}-{high - 1}"
+    return f"{ACTIVITY_EDGES[-1]}+"
+
+
+def user_slices(case: UserCase) -> List[str]:
+    return [OVERALL, f"user_activity:{activity_bucket(len(case.seen))}",
+            "user:cold" if not case.seen else "user:warm"]
+
+
+def most_popular_scores(corpus: Corpus, num_users: int) -> np.ndarray:
     """The most-popular baseline: every user scores items by train count."""
-    return np.tile(data.train_counts.astype(np.float32),
-                   (len(data.user_rows), 1))
+    return np.tile(corpus.train_counts.astype(np.float32), (num_users, 1))
 
 
-def model_scores(query_embeddings: np.ndarray,
-                 item_embeddings: np.ndarray) -> np.ndarray:
-    """Dot-product scores float [users, items] (exact, the whole corpus)."""
-    return query_embeddings @ item_embeddings.T
+def accumulate(cases: Sequence[UserCase], scores: np.ndarray, corpus: Corpus,
+               ks: Sequence[int]) -> Dict[str, object]:
+    """Folds one batch of users into accumulators, keyed by slice.
+
+    scores: float [len(cases), items], exact dot products (or baseline scores).
+    """
+    depth = max(max(ks), metrics.BEYOND_ACCURACY_K)
+    ranked = metrics.top_k_items(scores, depth, exclude=[c.seen for c in cases])
+    result: Dict[str, object] = {}
+    for row, case in enumerate(cases):
+        values = metrics.user_accuracy(ranked[row], case.relevant, ks)
+        values.update(metrics.beyond_accuracy(ranked[row], corpus.popularity_rank,
+                                              corpus.genre_sets))
+        higher = metrics.strictly_higher_counts(scores[row], case.relevant)
+        for name in user_slices(case):
+            result.setdefault(name, metrics.MetricAccumulator(ks)).add_user(
+                values, higher, ranked[row])
+        for item in case.relevant:
+            name = f"item_popularity:{corpus.popularity_bucket[item]}"
+            result.setdefault(name, metrics.PairRecallAccumulator(ks)).add_pair(
+                item, ranked[row])
+    return result
 
 
-def evaluate(scores: np.ndarray, data: EvalData, ks: Sequence[int]) -> Dict[str, float]:
-    return metrics.evaluate_scores(scores, data.seen, data.relevant, ks)
+def batch_size_for(num_items: int, budget_bytes: int = 1 << 27) -> int:
+    """Users per scoring batch so a [users, items] float32 block fits `budget_bytes`."""
+    return int(np.clip(budget_bytes // (4 * max(num_items, 1)), 1, 512))
 
 
-def decide_blessing(model: Dict[str, float], baseline: Dict[str, float],
-                    metric: str) -> Tuple[bool, str]:
-    """Blessed only if the model beats the baseline on `metric` (strictly)."""
+# --------------------------------------------------------------------------
+# The blessing gate
+
+
+def decide_blessing(model: Dict[str, float], baselines: Dict[str, Dict[str, float]],
+                    last_blessed: Optional[Dict[str, float]],
+                    gate: config.BlessingConfig) -> Tuple[bool, List[str]]:
+    """Applies every check of `gate` to overall metrics; returns (blessed, reasons).
+
+    Checks: `metric` >= `min_value` (absolute); `metric` strictly above each
+    baseline in `beat_baselines`; and, if a blessed model exists,
+    `metric` >= its value - `max_regression` (no regression). Each reason line
+    says which check passed or failed and with what numbers.
+    """
+    metric = gate.metric
     if metric not in model:
         raise ValueError(f"blessing metric {metric!r} is not computed; "
                          f"choose one of {sorted(model)}")
-    if model[metric] > baseline[metric]:
-        return True, (f"{metric} {model[metric]:.4f} beats most-popular "
-                      f"{baseline[metric]:.4f}")
-    return False, (f"{metric} {model[metric]:.4f} does not beat most-popular "
-                   f"{baseline[metric]:.4f}")
+    value = model[metric]
+    checks = [(value >= gate.min_value,
+               f"{metric} {value:.4f} {'>=' if value >= gate.min_value else '<'} "
+               f"threshold {gate.min_value:.4f}")]
+    for name in gate.beat_baselines:
+        other = baselines[name][metric]
+        checks.append((value > other, f"{metric} {value:.4f} "
+                       f"{'beats' if value > other else 'does not beat'} {name} {other:.4f}"))
+    if last_blessed is not None:
+        floor = last_blessed[metric] - gate.max_regression
+        checks.append((value >= floor, f"{metric} {value:.4f} "
+                       f"{'>=' if value >= floor else '<'} last blessed "
+                       f"{last_blessed[metric]:.4f} - {gate.max_regression:.4f}"))
+    else:
+        checks.append((True, "no blessed model yet: no regression check"))
+    return all(ok for ok, _ in checks), [("ok: " if ok else "FAILED: ") + text
+                                         for ok, text in checks]
+
+
+def gate_from_json(text: str) -> config.BlessingConfig:
+    fields = json.loads(text)
+    fields["beat_baselines"] = tuple(fields.get("beat_baselines", ()))
+    return config.BlessingConfig(**fields)
+

@@ -1,12 +1,20 @@
-"""Executor of RetrievalEvaluator (TFX glue; logic in evaluation.py)."""
+"""Beam executor of RetrievalEvaluator (TFX glue; logic in evaluation.py).
 
+The eval split is grouped by user and scored in batches on Beam workers, so
+eval sets larger than memory work; the item corpus (whose embeddings every
+score needs) is a side input. Per-slice accumulators are merged with a
+CombineFn; only the small final metrics come back to this process.
+"""
+
+import dataclasses
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
+import apache_beam as beam
 from absl import logging
 from tfx import types
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
@@ -15,6 +23,211 @@ from tfx_recsys import config, embedding, examples_io
 from tfx_recsys.components.retrieval_evaluator import evaluation
 
 METRICS_FILE = "metrics.json"
+TFMA_METRICS_FILE = "metrics-00000-of-00001.tfrecord"
+_PARTIAL_RESULTS = "partial_results.json"
+MODEL = "model"
+LAST_BLESSED = "last_blessed"
+
+
+class _ReadRows(beam.PTransform):
+    """Raw rows ({feature: values}) of one split of an Examples artifact."""
+
+    def __init__(self, examples_uri: str, split: str):
+        super().__init__()
+        self._pattern = os.path.join(examples_uri, f"Split-{split}", "*")
+
+    def expand(self, pipeline):
+        return (pipeline
+                | "Read" >> beam.io.ReadFromTFRecord(self._pattern)
+                | "Parse" >> beam.Map(examples_io.parse_row))
+
+
+class _ScoreUsers(beam.DoFn):
+    """Scores batches of eval users for every model and folds in the metrics.
+
+    Emits ((model name, slice), accumulator) once per slice per batch.
+    """
+
+    def __init__(self, model_dirs: Dict[str, str], ks: List[int]):
+        self._model_dirs = model_dirs
+        self._ks = ks
+
+    def setup(self):
+        self._models = {name: embedding.load(path)
+                        for name, path in self._model_dirs.items()}
+        self._item_embeddings = None
+
+    def process(self, cases, corpus):
+        if self._item_embeddings is None:  # side inputs arrive with elements
+            self._item_embeddings = {name: embedding.embed_items(model, corpus.rows)
+                                     for name, model in self._models.items()}
+        chunk = evaluation.batch_size_for(len(corpus))
+        for start in range(0, len(cases), chunk):
+            batch = cases[start:start + chunk]
+            scores = {evaluation.MOST_POPULAR:
+                      evaluation.most_popular_scores(corpus, len(batch))}
+            for name, model in self._models.items():
+                queries = embedding.embed_users(model, [c.user_row for c in batch])
+                scores[name] = queries @ self._item_embeddings[name].T
+            for name, block in scores.items():
+                for slice_name, accumulator in evaluation.accumulate(
+                        batch, block, corpus, self._ks).items():
+                    yield (name, slice_name), accumulator
+
+
+class _MergeAccumulators(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, merged, accumulator):
+        return accumulator if merged is None else merged.merge(accumulator)
+
+    def merge_accumulators(self, accumulators):
+        merged = None
+        for accumulator in accumulators:
+            if accumulator is not None:
+                merged = accumulator if merged is None else merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, merged):
+        return merged
+
+
+def _write_partial_results(results, path: str) -> None:
+    with fileio.open(path, "w") as f:
+        json.dump([[list(key), value] for key, value in results], f)
+
+
+def _loadable(model_dir: Optional[str]) -> Optional[str]:
+    """`model_dir` if its SavedModel has both embedding signatures, else None."""
+    if model_dir is None:
+        return None
+    try:
+        model = embedding.load(model_dir)
+        missing = [name for name in ("query_embedding", "candidate_embedding")
+                   if not hasattr(model, name)]
+    except Exception as e:  # an unreadable old model must not block new ones
+        logging.warning("Last blessed model at %s cannot be loaded: %s", model_dir, e)
+        return None
+    if missing:
+        logging.warning("Last blessed model at %s lacks %s", model_dir, missing)
+        return None
+    return model_dir
+
+
+def _nest(results: Dict[str, Dict[str, Dict[str, float]]], name: str) -> Dict:
+    slices = dict(results.get(name, {}))
+    return {"overall": slices.pop(evaluation.OVERALL, {}), "slices": slices}
+
+
+def _write_tfma_metrics(path: str, results) -> None:
+    """MetricsForSlice records, so TFMA tools (tfma.load_metrics) read them."""
+    import tensorflow as tf
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for (model_name, slice_name), values in sorted(results):
+            record = metrics_for_slice_pb2.MetricsForSlice()
+            if slice_name != evaluation.OVERALL:
+                column, value = slice_name.split(":", 1)
+                record.slice_key.single_slice_keys.add(column=column,
+                                                       bytes_value=value.encode())
+            for metric, number in sorted(values.items()):
+                entry = record.metric_keys_and_values.add()
+                entry.key.name = metric
+                entry.key.model_name = model_name
+                entry.value.double_value.value = float(number)
+            writer.write(record.SerializeToString())
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        items = artifact_utils.get_single_instance(input_dict["items"])
+        baselines = input_dict.get("baseline_model") or []
+        result = artifact_utils.get_single_instance(output_dict["evaluation"])
+        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        ks = json.loads(exec_properties["top_ks"])
+        gate = evaluation.gate_from_json(exec_properties["blessing_config"])
+
+        model_dirs = {MODEL: path_utils.serving_model_path(model.uri)}
+        last_blessed = baselines[0] if baselines else None
+        if last_blessed is not None and last_blessed.id == model.id:
+            last_blessed = None  # the resolver found this very model
+        last_blessed_dir = _loadable(
+            path_utils.serving_model_path(last_blessed.uri) if last_blessed else None)
+        if last_blessed_dir:
+            model_dirs[LAST_BLESSED] = last_blessed_dir
+
+        partial_path = os.path.join(result.uri, _PARTIAL_RESULTS)
+        with self._make_beam_pipeline() as pipeline:
+            train = (pipeline
+                     | "ReadTrain" >> _ReadRows(examples.uri, config.TRAIN_SPLIT)
+                     | "TrainPairs" >> beam.Map(lambda r: (
+                         examples_io.scalar(r, "user_id"), examples_io.scalar(r, "item_id"))))
+            counts = (train | "TrainItems" >> beam.Values()
+                      | "CountItems" >> beam.combiners.Count.PerElement())
+            corpus = (pipeline
+                      | "ReadItems" >> _ReadRows(items.uri, config.ITEMS_SPLIT)
+                      | "ItemList" >> beam.combiners.ToList()
+                      | "Corpus" >> beam.Map(evaluation.build_corpus,
+                                             beam.pvalue.AsDict(counts)))
+            evals = (pipeline
+                     | "ReadEval" >> _ReadRows(examples.uri, config.EVAL_SPLIT)
+                     | "KeyEval" >> beam.Map(lambda r: (examples_io.scalar(r, "user_id"), r)))
+            cases = ({"train": train, "eval": evals}
+                     | "ByUser" >> beam.CoGroupByKey()
+                     | "Cases" >> beam.FlatMap(
+                         lambda kv, corpus: [c for c in [evaluation.make_user_case(
+                             kv[1]["train"], list(kv[1]["eval"]), corpus)] if c],
+                         beam.pvalue.AsSingleton(corpus)))
+            _ = (cases
+                 | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
+                 | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, ks),
+                                         beam.pvalue.AsSingleton(corpus))
+                 | "Merge" >> beam.CombinePerKey(_MergeAccumulators())
+                 | "Finish" >> beam.Map(lambda kv, corpus: (kv[0], kv[1].result(len(corpus))),
+                                        beam.pvalue.AsSingleton(corpus))
+                 | "Collect" >> beam.combiners.ToList()
+                 | "Write" >> beam.Map(_write_partial_results, partial_path))
+
+        with fileio.open(partial_path) as f:
+            partial = [(tuple(key), value) for key, value in json.load(f)]
+        fileio.remove(partial_path)
+        by_model: Dict[str, Dict[str, Dict[str, float]]] = {}
+        for (name, slice_name), values in partial:
+            by_model.setdefault(name, {})[slice_name] = values
+
+        report = {
+            "top_ks": ks,
+            "model": _nest(by_model, MODEL),
+            "baselines": {evaluation.MOST_POPULAR: _nest(by_model, evaluation.MOST_POPULAR)},
+            "last_blessed": (dict(_nest(by_model, LAST_BLESSED), uri=last_blessed.uri,
+                                  artifact_id=last_blessed.id)
+                             if LAST_BLESSED in by_model else None),
+        }
+        overall = report["model"]["overall"]
+        blessed, checks = evaluation.decide_blessing(
+            overall, {n: b["overall"] for n, b in report["baselines"].items()},
+            report["last_blessed"]["overall"] if report["last_blessed"] else None, gate)
+        failed = [c for c in checks if c.startswith("FAILED")]
+        reason = "; ".join(failed) if failed else "; ".join(checks)
+        report["blessing"] = {"blessed": blessed, "reason": reason, "checks": checks,
+                              "gate": dataclasses.asdict(gate)}
+        report["num_eval_users"] = overall.get("num_users", 0)
+        report["num_items"] = overall.get("num_items", 0)
+        logging.info("Blessing: %s (%s)", blessed, reason)
+
+        with fileio.open(os.path.join(result.uri, METRICS_FILE), "w") as f:
+            json.dump(report, f, indent=2, sort_keys=True)
+        _write_tfma_metrics(os.path.join(result.uri, TFMA_METRICS_FILE), partial)
+        for name, value in overall.items():
+            result.set_float_custom_property(name, float(value))
+        _write_blessing(blessing, model, blessed, reason)
 
 
 def _write_blessing(blessing: types.Artifact, model: types.Artifact,
@@ -27,48 +240,3 @@ def _write_blessing(blessing: types.Artifact, model: types.Artifact,
     blessing.set_string_custom_property("reason", reason)
     blessing.set_string_custom_property("current_model", model.uri)
     blessing.set_int_custom_property("current_model_id", model.id)
-
-
-class Executor(base_executor.BaseExecutor):
-
-    def Do(self, input_dict: Dict[str, List[types.Artifact]],
-           output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
-        model = artifact_utils.get_single_instance(input_dict["model"])
-        examples = artifact_utils.get_single_instance(input_dict["examples"])
-        items = artifact_utils.get_single_instance(input_dict["items"])
-        result = artifact_utils.get_single_instance(output_dict["evaluation"])
-        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
-        ks = json.loads(exec_properties["top_ks"])
-        metric = exec_properties["blessing_metric"]
-
-        data = evaluation.build_eval_data(
-            list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT)),
-            examples_io.read_rows(examples.uri, config.TRAIN_SPLIT),
-            examples_io.read_rows(examples.uri, config.EVAL_SPLIT))
-        logging.info("Evaluating %d users over %d items", len(data.user_rows),
-                     len(data.item_rows))
-
-        loaded = embedding.load(path_utils.serving_model_path(model.uri))
-        scores = evaluation.model_scores(embedding.embed_users(loaded, data.user_rows),
-                                         embedding.embed_items(loaded, data.item_rows))
-        model_metrics = evaluation.evaluate(scores, data, ks)
-        baseline_metrics = evaluation.evaluate(
-            evaluation.most_popular_scores(data), data, ks)
-        blessed, reason = evaluation.decide_blessing(model_metrics,
-                                                     baseline_metrics, metric)
-        logging.info("Blessing: %s (%s)", blessed, reason)
-
-        report = {
-            "model": model_metrics,
-            "baselines": {"most_popular": baseline_metrics},
-            "blessing": {"blessed": blessed, "metric": metric, "reason": reason},
-            "num_eval_users": len(data.user_rows),
-            "num_items": len(data.item_rows),
-            "top_ks": ks,
-        }
-        with fileio.open(os.path.join(result.uri, METRICS_FILE), "w") as f:
-            json.dump(report, f, indent=2, sort_keys=True)
-        for name, value in model_metrics.items():
-            result.set_float_custom_property(name, float(value))
-        _write_blessing(blessing, model, blessed, reason)

@@ -1,41 +1,52 @@
-"""Executor of ScannPusher: TFX glue around index.py.
+"""Executor of ScannPusher: TFX glue around tuning.py, index.py, publishing.py.
 
-Reuses the stock Pusher executor's blessing check and push marks.
+Reuses the stock Pusher executor's blessing check and push marks. Two gates:
+the model must be blessed, and the tuned ScaNN index must reach the recall
+target and the latency bound; the figures go onto the PushedModel in MLMD
+whether or not it is pushed.
 """
 
+import dataclasses
+import json
 import os
-import tempfile
-import time
 from typing import Any, Dict, List
 
+import numpy as np
 from absl import logging
 from tfx import types
 from tfx.components.pusher import executor as pusher_executor
-from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
 from tfx_recsys import config, embedding, examples_io
 from tfx_recsys.components.scann_pusher import index as scann_index
+from tfx_recsys.components.scann_pusher import publishing, tuning
+
+TUNING_FILE = "index_tuning.json"
+MAX_QUERIES = 1000  # held-out queries used to tune and check the index
+BRUTE_FORCE_SUFFIX = "_bruteforce"
+EMBEDDINGS_SUFFIX = "_embeddings"
 
 
-def _copy_saved_model(source: str, destination: str) -> None:
-    """Copies a SavedModel directory, saved_model.pb last.
-
-    Servers watch for saved_model.pb: until it exists the version is not
-    loadable, so they never see a half-written model.
-    """
-    io_utils.copy_dir(source, destination, deny_regex_patterns=[r"saved_model\.pb"])
-    io_utils.copy_file(os.path.join(source, "saved_model.pb"),
-                       os.path.join(destination, "saved_model.pb"))
+def sibling_dirs(serving_dir: str) -> Dict[str, str]:
+    """The three model directories a push writes, by role."""
+    return {"scann": serving_dir, "brute_force": serving_dir + BRUTE_FORCE_SUFFIX,
+            "embeddings": serving_dir + EMBEDDINGS_SUFFIX}
 
 
-def _new_version(serving_dir: str) -> str:
-    """A Unix-time version directory name that does not exist yet."""
-    version = int(time.time())
-    while fileio.exists(os.path.join(serving_dir, str(version))):
-        version += 1
-    return str(version)
+def _held_out_users(examples_uri: str) -> List[dict]:
+    """One raw row per eval user (sorted by id, at most MAX_QUERIES)."""
+    users = {}
+    for row in examples_io.read_rows(examples_uri, config.EVAL_SPLIT):
+        users.setdefault(examples_io.scalar(row, "user_id"), row)
+    return [users[u] for u in sorted(users)[:MAX_QUERIES]]
+
+
+def _write_embeddings(path: str, item_ids, item_embeddings: np.ndarray) -> None:
+    """Candidate embeddings with their ids, for external vector databases."""
+    np.save(os.path.join(path, "item_embeddings.npy"), item_embeddings.astype(np.float32))
+    with open(os.path.join(path, "item_ids.txt"), "w") as f:
+        f.write("\n".join(item_ids) + "\n")
 
 
 class Executor(pusher_executor.Executor):
@@ -46,46 +57,91 @@ class Executor(pusher_executor.Executor):
         self._log_startup(input_dict, output_dict, exec_properties)
         pushed = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        gate = config.IndexGateConfig(**json.loads(exec_properties["index_gate"]))
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(pushed)
+            pushed.set_string_custom_property("reason", "the model is not blessed")
             return
 
         items = artifact_utils.get_single_instance(input_dict["items"])
         examples = artifact_utils.get_single_instance(input_dict["examples"])
-        k = int(exec_properties["top_k"])
-        serving_dir = exec_properties["serving_dir"]
-
         trainer_model = embedding.load(self.GetModelPath(input_dict))
         item_rows = list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT))
         item_ids = [examples_io.scalar(r, "item_id") for r in item_rows]
         item_embeddings = embedding.embed_items(trainer_model, item_rows)
-        if k > len(item_ids):
-            logging.warning("top_k=%d exceeds the corpus of %d items; serving "
-                            "all of them", k, len(item_ids))
-            k = len(item_ids)
-        index = scann_index.build_index(item_ids, item_embeddings, k)
+        k = min(int(exec_properties["top_k"]), len(item_ids))
+        users = _held_out_users(examples.uri)
+        queries = embedding.embed_users(trainer_model, users)
 
-        # Held-out queries: one per eval user.
-        users = {}
-        for row in examples_io.read_rows(examples.uri, config.EVAL_SPLIT):
-            users.setdefault(examples_io.scalar(row, "user_id"), row)
-        queries = embedding.embed_users(trainer_model, list(users.values()))
+        candidates = tuning.candidate_settings(len(item_ids), k)
+        searcher = tuning.build_searcher(item_embeddings, k, candidates[-1])
+        tuned = tuning.tune(searcher, item_embeddings, queries, candidates,
+                            gate.recall_k, gate.target_recall)
+        with open(os.path.join(pushed.uri, TUNING_FILE), "w") as f:
+            json.dump({"trials": [dataclasses.asdict(t) for t in tuned.trials],
+                       "chosen": dataclasses.asdict(tuned.chosen) if tuned.chosen else None,
+                       "exact_latency_ms_p50": tuned.exact_latency_ms_p50,
+                       "num_queries": tuned.num_queries,
+                       "gate": dataclasses.asdict(gate)}, f, indent=2)
+        pushed.set_float_custom_property("exact_search_latency_ms_p50",
+                                         tuned.exact_latency_ms_p50)
+        if tuned.chosen is None:
+            best = max(t.recall for t in tuned.trials)
+            return self._refuse(pushed, f"no ScaNN setting reached recall@{gate.recall_k} "
+                                f">= {gate.target_recall} (best {best:.3f})")
+
+        index = scann_index.ScannIndex(searcher, item_ids, k,
+                                       tuned.chosen.settings.num_leaves_to_search)
         recall = scann_index.recall_against_exact(index, queries, item_embeddings,
-                                                  item_ids, k=10)
-        logging.info("ScaNN recall@10 vs exact on %d queries: %.4f",
-                     len(queries), recall)
-
-        with tempfile.TemporaryDirectory() as staging:
-            scann_index.save(scann_index.ScannRecommender(trainer_model, index),
-                             staging)
-            version = _new_version(serving_dir)
-            destination = os.path.join(serving_dir, version)
-            _copy_saved_model(staging, destination)
-            _copy_saved_model(staging, pushed.uri)  # archived with the artifact
-
-        self._MarkPushed(pushed, pushed_destination=destination,
-                         pushed_version=version)
-        pushed.set_float_custom_property("index_recall_at_10", recall)
+                                                  item_ids, k=min(gate.recall_k, k))
+        for name, value in dataclasses.asdict(tuned.chosen.settings).items():
+            pushed.set_int_custom_property(f"index_{name}", value)
+        pushed.set_float_custom_property(f"index_recall_at_{gate.recall_k}", recall)
+        pushed.set_float_custom_property("index_latency_ms_p50", tuned.chosen.latency_ms_p50)
         pushed.set_int_custom_property("num_items", len(item_ids))
         pushed.set_int_custom_property("top_k", k)
-        logging.info("Pushed ScaNN model version %s to %s", version, destination)
+        logging.info("ScaNN %s: recall@%d %.4f, %.3f ms per query (exact: %.3f ms)",
+                     tuned.chosen.settings, gate.recall_k, recall,
+                     tuned.chosen.latency_ms_p50, tuned.exact_latency_ms_p50)
+        if recall < gate.target_recall:
+            return self._refuse(pushed, f"ScaNN recall@{gate.recall_k} {recall:.3f} < "
+                                f"target {gate.target_recall}")
+        if tuned.chosen.latency_ms_p50 > gate.max_latency_ms:
+            return self._refuse(pushed, f"ScaNN latency p50 {tuned.chosen.latency_ms_p50:.3f} "
+                                f"ms > bound {gate.max_latency_ms} ms")
+
+        dirs = sibling_dirs(exec_properties["serving_dir"])
+        for directory in dirs.values():
+            os.makedirs(directory, exist_ok=True)
+        version = publishing.new_version(list(dirs.values()))
+        staged = {role: publishing.staging_dir(d, version) for role, d in dirs.items()}
+        scann_index.save(scann_index.ScannRecommender(trainer_model, index), staged["scann"])
+        scann_index.save(scann_index.BruteForceRecommender(
+            trainer_model, item_ids, item_embeddings, k), staged["brute_force"])
+        _write_embeddings(staged["embeddings"], item_ids, item_embeddings)
+        columns = embedding.user_columns(users)
+        requests = [{name: values[i] for name, values in columns.items()}
+                    for i in range(len(users))]
+        latency = scann_index.signature_latency_ms(staged["scann"], requests)
+        pushed.set_float_custom_property("serving_latency_ms_p50", latency["p50"])
+        pushed.set_float_custom_property("serving_latency_ms_p99", latency["p99"])
+
+        # The ScaNN model last: when servers see it, its siblings exist.
+        for role in ("embeddings", "brute_force", "scann"):
+            publishing.publish(staged[role], dirs[role], version)
+            publishing.prune(dirs[role], gate.keep_versions)
+        destination = os.path.join(dirs["scann"], str(version))
+        io_utils.copy_dir(destination, os.path.join(pushed.uri, "model"))
+        self._MarkPushed(pushed, pushed_destination=destination,
+                         pushed_version=str(version))
+        pushed.set_string_custom_property("brute_force_destination",
+                                          os.path.join(dirs["brute_force"], str(version)))
+        pushed.set_string_custom_property("embeddings_destination",
+                                          os.path.join(dirs["embeddings"], str(version)))
+        logging.info("Pushed version %d to %s (serving p50 %.2f ms)", version,
+                     destination, latency["p50"])
+
+    def _refuse(self, pushed: types.Artifact, reason: str) -> None:
+        logging.warning("Not pushed: %s", reason)
+        self._MarkNotPushed(pushed)
+        pushed.set_string_custom_property("reason", reason)

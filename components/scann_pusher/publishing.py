@@ -1,0 +1,76 @@
+"""Versioned model directories in TF Serving's layout, written atomically.
+
+A model directory holds one numbered subdirectory per version; servers load
+the highest number. A version is first written completely into a hidden
+staging directory beside the versions, then renamed into place: the rename
+is atomic on one filesystem, so a server never sees a half-written version.
+"""
+
+import os
+import shutil
+import time
+from typing import List, Optional
+
+STAGING_PREFIX = ".staging-"
+
+
+def versions(model_dir: str) -> List[int]:
+    """Published versions, oldest first."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(model_dir) if name.isdigit())
+
+
+def latest_version_dir(model_dir: str) -> Optional[str]:
+    published = versions(model_dir)
+    return os.path.join(model_dir, str(published[-1])) if published else None
+
+
+def new_version(model_dirs: List[str]) -> int:
+    """A Unix-time version number newer than any version in `model_dirs`."""
+    newest = max((v for d in model_dirs for v in versions(d)), default=0)
+    return max(int(time.time()), newest + 1)
+
+
+def staging_dir(model_dir: str, version: int) -> str:
+    """Where to write `version` before it is published; created empty."""
+    path = os.path.join(model_dir, f"{STAGING_PREFIX}{version}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def publish(staged: str, model_dir: str, version: int) -> str:
+    """Renames a staged directory to `<model_dir>/<version>`; returns that path."""
+    destination = os.path.join(model_dir, str(version))
+    if os.path.exists(destination):
+        raise FileExistsError(f"version {version} already exists in {model_dir}")
+    os.rename(staged, destination)
+    return destination
+
+
+def prune(model_dir: str, keep: int) -> List[int]:
+    """Removes all but the newest `keep` versions (and stale staging dirs)."""
+    removed = versions(model_dir)[:-keep] if keep > 0 else []
+    for version in removed:
+        shutil.rmtree(os.path.join(model_dir, str(version)))
+    for name in os.listdir(model_dir):
+        if name.startswith(STAGING_PREFIX):
+            shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+    return removed
+
+
+def republish(model_dir: str, source_version: int, version: int) -> str:
+    """Publishes a copy of an existing version under a new, higher number.
+
+    This is how a rollback reaches servers that always load the highest
+    version: the old model comes back as the newest one.
+    """
+    source = os.path.join(model_dir, str(source_version))
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"no version {source_version} in {model_dir}; "
+                                f"there are {versions(model_dir)}")
+    staged = staging_dir(model_dir, version)
+    os.rmdir(staged)
+    shutil.copytree(source, staged)
+    return publish(staged, model_dir, version)
