@@ -6,28 +6,23 @@ Dependencies are pinned in requirements/requirements.lock and installed by
 `make setup`; install_requires below only names the direct ones.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="tfx-recsys",
     version="0.1.0",
     description="Two-stage recommender (TFRS retrieval + ranking) as a TFX pipeline",
     python_requires=">=3.11,<3.12",
-    packages=[
-        "tfx_recsys",
-        "tfx_recsys.data",
-        "tfx_recsys.models",
-        "tfx_recsys.pipeline",
-        "tfx_recsys.components",
-        "tfx_recsys.components.interactions_example_gen",
-        "tfx_recsys.components.retrieval_evaluator",
-        "tfx_recsys.components.scann_pusher",
-    ],
+    packages=(
+        ["tfx_recsys"]
+        + [f"tfx_recsys.{p}" for p in find_packages("tfx_recsys")]
+        + ["tfx_recsys.pipeline", "tfx_recsys.components"]
+        + [f"tfx_recsys.components.{p}" for p in find_packages("components")]
+    ),
     package_dir={
         "tfx_recsys.pipeline": "pipeline",
         "tfx_recsys.components": "components",
     },
-    package_data={"tfx_recsys": ["schemas/*.pbtxt"]},
     install_requires=[
         "tfx==1.21.0",
         "tensorflow==2.20.0",

@@ -71,3 +71,63 @@ def test_run_stops_at_a_malformed_row_with_file_and_line(tiny_data, tmp_path):
     line = len(open(data / "items.csv").read().splitlines())
     proc = recsys("run", "--data", str(data), "--root", str(tmp_path / "r"))
     assert_one_line_error(proc, f"items.csv, line {line}, column 'release_year'")
+
+
+def test_rollback_serves_an_older_version_again(tiny_run, tmp_path):
+    serving = tmp_path / "serving"
+    [version] = os.listdir(tiny_run.serving_dir)
+    for model in ("retrieval", "retrieval_bruteforce", "retrieval_embeddings"):
+        source = os.path.join(os.path.dirname(tiny_run.serving_dir), model, version)
+        for number in ("100", "200"):
+            shutil.copytree(source, serving / model / number)
+    (serving / "retrieval" / "200" / "marker").write_text("the bad one")
+    proc = recsys("rollback", "--root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    newest = max(int(v) for v in os.listdir(serving / "retrieval"))
+    assert newest > 200 and f"version 100 is now served again as version {newest}" in proc.stdout
+    assert not (serving / "retrieval" / str(newest) / "marker").exists()
+    assert (serving / "retrieval_bruteforce" / str(newest) / "saved_model.pb").exists()
+    assert_one_line_error(recsys("rollback", "--root", str(tmp_path), "--to", "5"),
+                          "no version 5")
+
+
+def test_rollback_with_a_single_version(tiny_run, tmp_path):
+    shutil.copytree(tiny_run.root, tmp_path / "root")
+    assert_one_line_error(recsys("rollback", "--root", str(tmp_path / "root")),
+                          "nothing to roll back to")
+
+
+def test_serve_answers_a_real_http_client(tiny_run):
+    import json
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:  # a free port for the server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([RECSYS, "serve", "--root", tiny_run.root, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/retrieval:predict"
+        body = json.dumps({"instances": [{"user_id": "u1", "age": 30, "gender": "F",
+                                          "occupation": "writer", "zip_code": "1"}]})
+        deadline = time.time() + 120
+        while True:
+            try:
+                request = urllib.request.Request(url, body.encode(), method="POST")
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.load(response)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.time() < deadline, "server did not come up"
+                time.sleep(0.5)
+        [prediction] = answer["predictions"]
+        assert len(prediction["item_ids"]) == len(prediction["scores"]) > 0
+        assert prediction["scores"] == sorted(prediction["scores"], reverse=True)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert server.returncode == 0

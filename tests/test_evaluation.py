@@ -1,8 +1,9 @@
-"""RetrievalEvaluator's pure logic: eval data, baseline and the blessing gate."""
+"""RetrievalEvaluator's pure logic: corpus, cases, slices and the blessing gate."""
 
 import numpy as np
 import pytest
 
+from tfx_recsys import config
 from tfx_recsys.components.retrieval_evaluator import evaluation
 
 
@@ -10,36 +11,81 @@ def _row(user, item, **extra):
     return {"user_id": [user], "item_id": [item], **extra}
 
 
-def test_eval_data_groups_by_user_over_the_whole_corpus():
-    items = [_row(None, f"i{i}") for i in range(4)]  # i3 never interacted with
-    train = [_row("u1", "i0"), _row("u1", "i1"), _row("u2", "i0")]
-    evaluation_rows = [_row("u2", "i2", age=[40]), _row("u1", "i2"), _row("u2", "i1")]
-    data = evaluation.build_eval_data(items, train, evaluation_rows)
-    assert [r["user_id"] for r in data.user_rows] == [["u1"], ["u2"]]
-    assert data.seen == [[0, 1], [0]]
-    assert data.relevant == [[2], [2, 1]]
-    np.testing.assert_array_equal(data.train_counts, [2, 1, 0, 0])
-    assert data.user_rows[1]["age"] == [40]
+def _corpus(counts):
+    rows = [{"item_id": [f"i{i}"], "genres": ["g"]} for i in range(len(counts))]
+    return evaluation.build_corpus(rows, {f"i{i}": c for i, c in enumerate(counts) if c})
 
 
-def test_most_popular_ranks_by_train_count_and_skips_seen_items():
-    items = [_row(None, f"i{i}") for i in range(4)]
-    train = [_row("u1", "i0"), _row("u2", "i0"), _row("u2", "i1"), _row("u3", "i3")]
-    data = evaluation.build_eval_data(items, train, [_row("u1", "i1"), _row("u2", "i3")])
-    result = evaluation.evaluate(evaluation.most_popular_scores(data), data, ks=[1])
-    # u1 has seen i0, so its top-1 is the next most popular, i1: a hit.
-    # u2 has seen i0 and i1; its top-1 is i3 (count 1 beats i2's 0): a hit.
-    assert result["recall@1"] == 1.0
+def test_corpus_counts_ranks_and_buckets():
+    corpus = _corpus([6, 0, 3, 1, 2])
+    np.testing.assert_array_equal(corpus.train_counts, [6, 0, 3, 1, 2])
+    np.testing.assert_array_equal(corpus.popularity_rank, [1, 5, 2, 4, 3])
+    # 12 interactions: i0 alone holds the first third (head); i2 starts at 6 of
+    # 12 (torso); i4 at 9 (>= 8: tail), and so is i3; never-seen i1 is tail.
+    assert corpus.popularity_bucket == ["head", "tail", "torso", "tail", "tail"]
 
 
-@pytest.mark.parametrize("model_value, blessed", [(0.30, True), (0.20, False), (0.25, False)])
-def test_blessing_requires_strictly_beating_the_baseline(model_value, blessed):
-    decision, reason = evaluation.decide_blessing(
-        {"recall@100": model_value}, {"recall@100": 0.25}, "recall@100")
+def test_corpus_refuses_train_items_outside_it():
+    with pytest.raises(ValueError, match="not in the item corpus"):
+        evaluation.build_corpus([{"item_id": ["i0"]}], {"i9": 1})
+
+
+def test_user_cases_and_slices():
+    corpus = _corpus([1, 1, 1, 1])
+    case = evaluation.make_user_case(["i0", "i1"], [_row("u1", "i2", age=[30])], corpus)
+    assert (case.seen, case.relevant, case.user_row["age"]) == ([0, 1], [2], [30])
+    assert evaluation.user_slices(case) == ["overall", "user_activity:1-4", "user:warm"]
+    cold = evaluation.make_user_case([], [_row("u2", "i3")], corpus)
+    assert evaluation.user_slices(cold)[1:] == ["user_activity:0", "user:cold"]
+    assert evaluation.make_user_case(["i0"], [], corpus) is None
+    assert [evaluation.activity_bucket(n) for n in (0, 1, 4, 5, 99, 100)] == \
+        ["0", "1-4", "1-4", "5-19", "20-99", "100+"]
+
+
+def test_accumulate_slices_users_and_item_pairs():
+    corpus = _corpus([5, 3, 1, 0])
+    cases = [evaluation.make_user_case(["i0"], [_row("u1", "i1"), _row("u1", "i3")], corpus),
+             evaluation.make_user_case([], [_row("u2", "i0")], corpus)]
+    scores = evaluation.most_popular_scores(corpus, 2)
+    result = evaluation.accumulate(cases, scores, corpus, ks=[1, 2])
+    overall = result["overall"].result(len(corpus))
+    # u1 (i0 excluded) gets [i1, i2]: i1 hit at rank 0 -> recall@1 1/2;
+    # u2 gets [i0, i1]: hit at rank 0 -> recall@1 1.
+    assert overall["recall@1"] == pytest.approx((0.5 + 1) / 2)
+    assert overall["num_users"] == 2
+    assert result["user:cold"].result(4)["num_users"] == 1
+    assert result["item_popularity:tail"].result()["recall@2"] == 0.0  # i3
+    assert result["item_popularity:head"].result()["recall@1"] == 1.0  # i0 for u2
+
+
+GATE = config.BlessingConfig(metric="recall@10", min_value=0.1,
+                             beat_baselines=("most_popular",), max_regression=0.01)
+
+
+@pytest.mark.parametrize("value, last, blessed, failing", [
+    (0.30, None, True, []),
+    (0.30, 0.305, True, []),                 # within the allowed regression
+    (0.30, 0.32, False, ["last blessed"]),   # regressed
+    (0.20, None, False, ["most_popular"]),   # does not beat the baseline
+    (0.05, None, False, ["threshold", "most_popular"]),
+])
+def test_blessing_gate(value, last, blessed, failing):
+    decision, checks = evaluation.decide_blessing(
+        {"recall@10": value}, {"most_popular": {"recall@10": 0.25}},
+        {"recall@10": last} if last is not None else None, GATE)
     assert decision is blessed
-    assert "recall@100" in reason and "0.2500" in reason
+    failed = [c for c in checks if c.startswith("FAILED")]
+    assert len(failed) == len(failing)
+    for check, word in zip(failed, failing):
+        assert word in check
 
 
 def test_unknown_blessing_metric_names_the_choices():
     with pytest.raises(ValueError, match="recall@7.*choose one of"):
-        evaluation.decide_blessing({"recall@10": 1.0}, {"recall@10": 0.0}, "recall@7")
+        evaluation.decide_blessing({"recall@10": 1.0}, {}, None,
+                                   config.BlessingConfig(metric="recall@7"))
+
+
+def test_scoring_batches_fit_the_memory_budget():
+    assert evaluation.batch_size_for(1_000_000, budget_bytes=1 << 27) == 33
+    assert evaluation.batch_size_for(100) == 512

@@ -2,11 +2,13 @@
 
 import collections
 import csv
+import dataclasses
 import json
 import math
 import os
 import shutil
 
+import numpy as np
 import pytest
 from google.protobuf import json_format, message
 from tfx.types import standard_artifacts
@@ -120,24 +122,67 @@ def _as_tfx(mlmd_artifacts, kind):
     return result
 
 
-def test_evaluator_writes_metrics_for_model_and_baseline_and_a_blessing(tiny_run, tmp_path):
+def _evaluate(tiny_run, tmp_path, baseline=None, gate=None):
     found = _input_dict_from_run(tiny_run.root)
     inputs = {"model": _as_tfx(found["model"], standard_artifacts.Model),
               "examples": _as_tfx(found["examples"], standard_artifacts.Examples),
               "items": _as_tfx(found["items"], standard_artifacts.Examples)}
+    if baseline is not None:
+        inputs["baseline_model"] = [baseline]
     evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "eval")
     blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
-    evaluator_executor.Executor().Do(
+    gate = gate or config.BlessingConfig(metric="recall@10")
+    evaluator_executor.Executor(
+        evaluator_executor.Executor.Context(beam_pipeline_args=BEAM_ARGS,
+                                            tmp_dir=str(tmp_path / "tmp"))).Do(
         inputs, {"evaluation": [evaluation], "blessing": [blessing]},
-        {"top_ks": "[5, 10]", "blessing_metric": "recall@10"})
+        {"top_ks": "[1, 5, 10]", "blessing_config": json.dumps(dataclasses.asdict(gate))})
     with open(tmp_path / "eval" / "metrics.json") as f:
-        report = json.load(f)
-    assert set(report["model"]) >= {"recall@5", "ndcg@10", "top_k_accuracy@10", "hit_rate@5"}
+        return json.load(f), blessing, found
+
+
+def test_evaluator_writes_sliced_metrics_for_model_and_baseline_and_a_blessing(
+        tiny_run, tmp_path):
+    report, blessing, _ = _evaluate(tiny_run, tmp_path)
+    overall = report["model"]["overall"]
+    assert set(overall) >= {"recall@5", "ndcg@10", "mrr@10", "hit_rate@1",
+                            "top_k_accuracy@10", "coverage@10", "novelty@10",
+                            "diversity@10"}
+    assert overall["num_items"] == 80 and overall["num_users"] == report["num_eval_users"] > 0
     assert set(report["baselines"]) == {"most_popular"}
-    assert report["num_items"] == 80
+    assert report["last_blessed"] is None
+    slices = report["model"]["slices"]
+    assert "user:warm" in slices and any(s.startswith("user_activity:") for s in slices)
+    assert sum(slices[s]["num_pairs"] for s in slices if s.startswith("item_popularity:")) \
+        == overall["num_pairs"]
     blessed = blessing.get_int_custom_property("blessed")
-    assert blessed == int(report["model"]["recall@10"] > report["baselines"]["most_popular"]["recall@10"])
+    assert blessed == int(overall["recall@10"] >
+                          report["baselines"]["most_popular"]["overall"]["recall@10"])
     assert os.path.exists(tmp_path / "blessing" / ("BLESSED" if blessed else "NOT_BLESSED"))
+
+
+def test_evaluator_output_is_readable_by_tfma(tiny_run, tmp_path):
+    import tensorflow_model_analysis as tfma
+
+    report, _, _ = _evaluate(tiny_run, tmp_path)
+    records = list(tfma.load_metrics(str(tmp_path / "eval")))
+    overall = [r for r in records if not r.slice_key.single_slice_keys]
+    values = {(m.key.model_name, m.key.name): m.value.double_value.value
+              for r in overall for m in r.metric_keys_and_values}
+    assert values[("model", "recall@10")] == pytest.approx(report["model"]["overall"]["recall@10"])
+    assert ("most_popular", "ndcg@5") in values
+
+
+def test_evaluator_compares_against_the_last_blessed_model(tiny_run, tmp_path):
+    found = _input_dict_from_run(tiny_run.root)
+    same_model = standard_artifacts.Model()
+    same_model.uri = found["model"][0].uri  # another artifact of the same model
+    gate = config.BlessingConfig(metric="recall@10", beat_baselines=(), max_regression=0.0)
+    report, blessing, _ = _evaluate(tiny_run, tmp_path, baseline=same_model, gate=gate)
+    assert report["last_blessed"]["overall"]["recall@10"] == \
+        pytest.approx(report["model"]["overall"]["recall@10"])
+    assert blessing.get_int_custom_property("blessed") == 1  # equal is no regression
+    assert any("last blessed" in c for c in report["blessing"]["checks"])
 
 
 def _blessing(tmp_path, blessed):
@@ -146,29 +191,57 @@ def _blessing(tmp_path, blessed):
     return blessing
 
 
-def _run_pusher(tiny_run, tmp_path, blessed):
+def _run_pusher(tiny_run, tmp_path, blessed, gate=config.IndexGateConfig(), name="pushed"):
     found = _input_dict_from_run(tiny_run.root)
-    pushed = _artifact(standard_artifacts.PushedModel, tmp_path / "pushed")
-    serving = tmp_path / "serving"
+    pushed = _artifact(standard_artifacts.PushedModel, tmp_path / name)
+    serving = tmp_path / "serving" / "retrieval"
     pusher_executor.Executor().Do(
         {"model": _as_tfx(found["model"], standard_artifacts.Model),
          "model_blessing": [_blessing(tmp_path, blessed)],
          "items": _as_tfx(found["items"], standard_artifacts.Examples),
          "examples": _as_tfx(found["examples"], standard_artifacts.Examples)},
-        {"pushed_model": [pushed]}, {"serving_dir": str(serving), "top_k": 10})
+        {"pushed_model": [pushed]},
+        {"serving_dir": str(serving), "top_k": 10,
+         "index_gate": json.dumps(dataclasses.asdict(gate))})
     return pushed, serving
 
 
 def test_pusher_does_not_push_an_unblessed_model(tiny_run, tmp_path):
     pushed, serving = _run_pusher(tiny_run, tmp_path, blessed=0)
     assert pushed.get_int_custom_property("pushed") == 0
+    assert "not blessed" in pushed.get_string_custom_property("reason")
     assert not serving.exists()
 
 
-def test_pusher_writes_a_new_version_with_saved_model_and_index_recall(tiny_run, tmp_path):
-    pushed, serving = _run_pusher(tiny_run, tmp_path, blessed=1)
-    assert pushed.get_int_custom_property("pushed") == 1
-    version = pushed.get_string_custom_property("pushed_version")
+@pytest.mark.parametrize("gate, words", [
+    (config.IndexGateConfig(target_recall=1.01), "no ScaNN setting reached"),
+    (config.IndexGateConfig(max_latency_ms=0.0), "latency"),
+])
+def test_pusher_does_not_push_an_index_that_fails_its_gate(tiny_run, tmp_path, gate, words):
+    pushed, serving = _run_pusher(tiny_run, tmp_path, blessed=1, gate=gate)
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert words in pushed.get_string_custom_property("reason")
+    assert not serving.exists() or not os.listdir(serving)
+    with open(tmp_path / "pushed" / "index_tuning.json") as f:
+        assert json.load(f)["trials"]
+
+
+def test_pusher_publishes_scann_brute_force_and_embeddings_and_keeps_n(tiny_run, tmp_path):
+    gate = config.IndexGateConfig(keep_versions=1)
+    first, serving = _run_pusher(tiny_run, tmp_path, blessed=1, gate=gate, name="first")
+    assert first.get_int_custom_property("pushed") == 1
+    version = first.get_string_custom_property("pushed_version")
     assert (serving / version / "saved_model.pb").exists()
-    assert pushed.get_float_custom_property("index_recall_at_10") >= 0.9
-    assert pushed.get_int_custom_property("num_items") == 80
+    assert (tmp_path / "serving" / "retrieval_bruteforce" / version / "saved_model.pb").exists()
+    embeddings = tmp_path / "serving" / "retrieval_embeddings" / version
+    assert np.load(embeddings / "item_embeddings.npy").shape[0] == 80
+    assert len((embeddings / "item_ids.txt").read_text().split()) == 80
+    assert first.get_float_custom_property("index_recall_at_10") >= 0.95
+    assert first.get_float_custom_property("serving_latency_ms_p50") > 0
+    assert first.get_int_custom_property("num_items") == 80
+
+    second, _ = _run_pusher(tiny_run, tmp_path, blessed=1, gate=gate, name="second")
+    newer = second.get_string_custom_property("pushed_version")
+    assert int(newer) > int(version)
+    for model in ("retrieval", "retrieval_bruteforce", "retrieval_embeddings"):
+        assert os.listdir(tmp_path / "serving" / model) == [newer]

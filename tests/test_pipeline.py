@@ -1,6 +1,7 @@
 """The whole pipeline in-process on tiny synthetic data, checked through MLMD."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -79,3 +80,27 @@ print(",".join(sorted(set(i.decode() for i in out["item_ids"].numpy().ravel())))
 
 def test_clean_data_has_no_anomalies(tiny_run):
     assert run_summary.summary(tiny_run.root)["anomalies"] == {}
+
+
+def test_a_worse_model_is_neither_blessed_nor_pushed(tiny_run, tmp_path):
+    """Second run on the same data with a worse model (one epoch): the
+    evaluator compares it with the last blessed model and refuses it."""
+    from tfx_recsys import config
+    from tfx_recsys.pipeline import local_runner
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_run.root, root)
+    data_dir = run_summary.data_path(run_summary.open_store(str(root)))
+    before = os.listdir(root / "serving" / "retrieval")
+    local_runner.run(data_dir, str(root),
+                     training=config.TwoTowerConfig(epochs=1, batch_size=256, seed=7),
+                     top_ks=(5, 10, 50), blessing=config.BlessingConfig(metric="recall@10"))
+    result = run_summary.summary(str(root))
+    evaluation = result["evaluation"]
+    assert evaluation["last_blessed"] is not None
+    assert evaluation["model"]["overall"]["recall@10"] < \
+        evaluation["last_blessed"]["overall"]["recall@10"]
+    assert evaluation["blessing"]["blessed"] is False
+    assert "last blessed" in evaluation["blessing"]["reason"]
+    assert result["pushed"] is False and "not blessed" in result["reason"]
+    assert os.listdir(root / "serving" / "retrieval") == before

@@ -1,7 +1,9 @@
-"""The `recsys` command: run the pipeline, ask the pushed model.
+"""The `recsys` command: run the pipeline, ask, serve and roll back the pushed model.
 
   recsys run [--data movielens-100k|synthetic|DIR] [--root DIR]
   recsys recommend --root DIR --user USER_ID [-k 10]
+  recsys serve --root DIR [--port 8501]
+  recsys rollback --root DIR [--to VERSION]
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and
 argument errors are instant. Expected failures (bad data, missing root, no
@@ -175,15 +177,6 @@ def cmd_run(args) -> int:
 # recsys recommend
 
 
-def latest_version_dir(serving_dir: str) -> Optional[str]:
-    """Newest numbered version under `serving_dir` with a complete SavedModel."""
-    if not os.path.isdir(serving_dir):
-        return None
-    versions = [v for v in os.listdir(serving_dir) if v.isdigit()
-                and os.path.exists(os.path.join(serving_dir, v, "saved_model.pb"))]
-    return os.path.join(serving_dir, max(versions, key=int)) if versions else None
-
-
 def _find_row(path: str, columns, key: str, value: str) -> Optional[dict]:
     from tfx_recsys.data import native
 
@@ -202,6 +195,7 @@ def _titles(path: str) -> dict:
 
 def cmd_recommend(args) -> int:
     from tfx_recsys import run_summary
+    from tfx_recsys.components.scann_pusher import publishing
     from tfx_recsys.data import native
     from tfx_recsys.pipeline.local_runner import RunPaths
 
@@ -209,7 +203,7 @@ def cmd_recommend(args) -> int:
     if not os.path.isdir(paths.root):
         raise UserError(f"root {paths.root} does not exist; run `recsys run "
                         f"--root {args.root}` first")
-    model_dir = latest_version_dir(paths.serving_dir)
+    model_dir = publishing.latest_version_dir(paths.serving_dir)
     if model_dir is None:
         raise UserError(f"no pushed model under {paths.serving_dir}; run "
                         f"`recsys run --root {args.root}` (the model must be "
@@ -249,6 +243,50 @@ def cmd_recommend(args) -> int:
 
 
 # --------------------------------------------------------------------------
+# recsys serve, recsys rollback
+
+
+def _serving_dir(root: str) -> str:
+    from tfx_recsys.pipeline.local_runner import RunPaths
+
+    paths = RunPaths(os.path.abspath(root))
+    if not os.path.isdir(paths.root):
+        raise UserError(f"root {paths.root} does not exist; run `recsys run "
+                        f"--root {root}` first")
+    return paths.serving_dir
+
+
+def cmd_serve(args) -> int:
+    from tfx_recsys.serving import http_server
+
+    serving_dir = _serving_dir(args.root)
+    http_server.run_server(serving_dir, config.MODEL_NAME, host=args.host,
+                           port=args.port)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    """Re-publishes an older version as the newest, in every sibling model dir."""
+    from tfx_recsys.components.scann_pusher import executor, publishing
+
+    dirs = executor.sibling_dirs(_serving_dir(args.root))
+    published = publishing.versions(dirs["scann"])
+    if len(published) < 2 and args.to is None:
+        raise UserError(f"nothing to roll back to: {dirs['scann']} has "
+                        f"{len(published)} version(s)")
+    target = args.to if args.to is not None else published[-2]
+    if target not in published:
+        raise UserError(f"no version {target} in {dirs['scann']}; there are {published}")
+    version = publishing.new_version(list(dirs.values()))
+    for role, directory in dirs.items():
+        if target in publishing.versions(directory):
+            publishing.republish(directory, target, version)
+    print(f"version {target} is now served again as version {version} "
+          f"(in {os.path.dirname(dirs['scann'])})")
+    return 0
+
+
+# --------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +316,21 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--user", required=True, help="a user_id of users.csv")
     recommend.add_argument("-k", type=int, default=10)
     recommend.set_defaults(func=cmd_recommend)
+
+    serve = commands.add_parser(
+        "serve", help="serve the newest pushed model over HTTP (TF Serving's REST API)")
+    serve.add_argument("--root", default=config.DEFAULT_ROOT)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.set_defaults(func=cmd_serve)
+
+    rollback = commands.add_parser(
+        "rollback", help="serve an older pushed version again (as a new version)")
+    rollback.add_argument("--root", default=config.DEFAULT_ROOT)
+    rollback.add_argument("--to", type=int, help="version to restore "
+                          "(default: the one before the newest)")
+    rollback.set_defaults(func=cmd_rollback)
     return parser
 
 

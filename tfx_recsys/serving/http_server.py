@@ -43,10 +43,6 @@ _DRAIN_LIMIT_BYTES = 64 << 20
 _DRAIN_CHUNK_BYTES = 64 << 10
 
 
-# ---------------------------------------------------------------------------
-# Loaded versions and the watcher that keeps the newest one loaded
-
-
 class RequestError(Exception):
     """A request the server refuses: HTTP status plus a message for the client."""
 
@@ -56,6 +52,10 @@ class RequestError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+# ---------------------------------------------------------------------------
+# Loaded versions and the watcher that keeps the newest one loaded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +360,8 @@ def _leaf_converter(dtype) -> Callable[[Any], Any]:
         def to_bytes(value):
             if isinstance(value, str):
                 return value.encode("utf-8")
-            if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+            if (isinstance(value, dict) and set(value) == {"b64"}
+                    and isinstance(value["b64"], str)):
                 try:
                     return base64.b64decode(value["b64"], validate=True)
                 except ValueError:
@@ -452,7 +453,8 @@ def _call_signature(signature: Signature, tensors: Dict[str, Any]) -> Dict[str, 
     try:
         outputs = signature.function(**tensors)
     except tf.errors.InvalidArgumentError as e:
-        raise RequestError(400, f"the model rejected the inputs: {_first_line(e.message)}") from None
+        raise RequestError(400, "the model rejected the inputs: "
+                                f"{_first_line(e.message)}") from None
     return {name: tensor.numpy() for name, tensor in outputs.items()}
 
 
@@ -491,7 +493,8 @@ def predict(loaded: LoadedVersion, request: Any, max_batch: int) -> dict:
     unknown = set(request) - {"signature_name", "instances", "inputs"}
     if unknown:
         raise RequestError(400, f"unknown request field(s) {_names(unknown)}; expected "
-                                "\"instances\" or \"inputs\", and optionally \"signature_name\"")
+                                "\"instances\" or \"inputs\", and optionally "
+                                "\"signature_name\"")
     signature_name = request.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(signature_name, str) or signature_name not in loaded.signatures:
         raise RequestError(400, f"unknown signature_name {_show(signature_name)}; the "
@@ -749,7 +752,8 @@ def run_server(serving_dir: str, model_name: str, host: str = "127.0.0.1",
                                   poll_seconds=poll_seconds,
                                   max_body_bytes=max_body_bytes, max_batch=max_batch)
     loaded = watcher.current
-    version = f"version {loaded.version}" if loaded else f"no version yet (watching {serving_dir})"
+    version = (f"version {loaded.version}" if loaded
+               else f"no version yet (watching {serving_dir})")
     print(f"serving {model_name!r} {version} at {server.url}/v1/models/{model_name} "
           "(Ctrl-C to stop)", flush=True)
     try:
