@@ -1,0 +1,576 @@
+"""Serving benchmark: the ScaNN-indexed served model against brute force.
+
+Both served models are built and saved as the pusher builds them
+(components/scann_pusher/executor.py): `tuning.build_searcher` and
+`tuning.tune` pick the ScaNN settings that reach recall@10 >= 0.95 on tuning
+queries, `index.ScannRecommender` and `index.BruteForceRecommender` put the
+Trainer's query tower in front of the search, and `index.save` writes them.
+For each corpus size (10K, 100K, 1M items of dimension 64) this measures, in
+one run and on the same users:
+
+* whole signature, one user per call: p50/p99 of the saved model's
+  `serving_default` (raw user features -> top-k item ids and scores), timed
+  by the pusher's own `index.signature_latency_ms`;
+* index only, one query per call: p50 of query embedding -> top-k for the
+  served ScaNN op (`index.ScannIndex` in a tf.function), the brute-force
+  model's exact search (TF matmul + top_k in a tf.function) and numpy
+  (`tuning.exact_top_k`);
+* batched: p50 of whole-signature calls with 256 users, and the throughput
+  that gives (queries/s);
+* recall@10 (and @100) of the saved ScaNN model's answers against exact
+  search, plus the brute-force model's agreement with it (a check that the
+  reference is exact);
+* the time to build the index and to tune it.
+
+k is the served top-k: 100 as pushed in production (the targets are judged
+on it) and, for comparison, 10. Recall@10 is measured on the first 10
+answers either way.
+
+Where the data comes from. The query tower is a real Trainer SavedModel: the
+pipeline runs once on small synthetic data (--model-dir skips that). The
+queries are that model's embeddings of the dataset's real users: 200 users
+tune the index, up to --queries other users measure everything. The items
+are synthetic: a Gaussian mixture whose 1000 centres are the model's own item
+embeddings, with noise as wide, per dimension, as the real items' spread (so
+the clusters overlap), scaled so that query-item scores spread as the real
+ones do. Everything is seeded.
+
+Timings are wall clock with TensorFlow's default thread pools, and include
+whatever else the machine is running (its load average is recorded).
+Output: a table on stdout, bench/results/serving.json and serving.md.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Callable, Dict, List, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scann  # noqa: E402,F401  (registers the ScaNN op: saved models load)
+import tensorflow as tf  # noqa: E402
+
+from tfx_recsys import config, embedding, run_summary  # noqa: E402
+from tfx_recsys.components.scann_pusher import index, tuning  # noqa: E402
+from tfx_recsys.data import native, synthetic  # noqa: E402
+from tfx_recsys.models import two_tower  # noqa: E402
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+DEFAULT_QUERIES = 1000
+SERVING_K = config.SERVING_TOP_K  # 100, as pushed
+TOP10 = 10
+KS = (SERVING_K, TOP10)
+BATCH = 256
+BATCH_REPEATS = 20       # at most, and at most BATCH_SECONDS of calls
+BATCH_SECONDS = 5.0
+INDEX_REPEATS = 300      # single queries per index-only measurement, at most
+TUNING_USERS = 200       # as many as tuning times (tuning._LATENCY_QUERIES)
+NUM_CENTRES = 1000
+EXACT_CHUNK = 64         # queries per exact-search chunk: 64 x 1M scores = 256 MB
+# The data the query tower is trained on: 2000 users, so that 200 tune the
+# index and 1000 others measure it.
+DATASET = dict(num_users=2000, num_items=1000, num_interactions=40_000, seed=0)
+TRAINING = config.TwoTowerConfig(epochs=3)
+
+# The targets, judged at 1M items on the model as pushed (k = 100).
+TARGET_ITEMS = 1_000_000
+TARGET_SPEEDUP = 50.0
+TARGET_RECALL = config.IndexGateConfig().target_recall  # 0.95
+TARGET_P50_MS = 1.0
+
+
+# --------------------------------------------------------------------------
+# The query tower, the users and the items
+
+
+def prepare_model(model_dir: str, data_dir: str, work_dir: str):
+    """(model_dir, data_dir): trains a query tower unless one is given.
+
+    Without a data dir, the seeded DATASET is generated (the data this script
+    trains on, so a --model-dir from an earlier run needs no --data-dir).
+    """
+    if not data_dir:
+        data_dir = os.path.join(work_dir, "data")
+        synthetic.generate_synthetic(data_dir, **DATASET)
+    if not model_dir:
+        model_dir = trained_model_dir(data_dir, os.path.join(work_dir, "run"))
+    return model_dir, data_dir
+
+
+def trained_model_dir(data_dir: str, root: str) -> str:
+    """Runs the real pipeline on `data_dir`; returns the Trainer's model dir."""
+    from tfx_recsys.pipeline import local_runner
+
+    local_runner.run(data_dir, root, training=TRAINING)
+    store = run_summary.open_store(root)
+    execution = run_summary.latest_execution(store, "Trainer")
+    [model] = run_summary.output_artifacts(store, execution, "model")
+    return os.path.join(model.uri, "Format-Serving")
+
+
+def read_users(data_dir: str) -> List[Dict[str, object]]:
+    """users.csv as raw request rows ({feature: value}), in file order."""
+    path = os.path.join(data_dir, native.USERS_FILE)
+    return [{name: int(value) if name in config.USER_INT_FEATURES else value
+             for name, value in row.items()}
+            for _, row in native.read_table(path, native.USER_COLUMNS)]
+
+
+def embed_users(model, users: Sequence[Dict[str, object]]) -> np.ndarray:
+    """float32 [users, dim] query embeddings of raw request rows."""
+    return embedding.embed_users(model, [{name: [value] for name, value in user.items()}
+                                         for user in users])
+
+
+def real_item_embeddings(model, data_dir: str) -> np.ndarray:
+    """float32 [items, dim]: the model's embeddings of the items.csv items."""
+    path = os.path.join(data_dir, native.ITEMS_FILE)
+    rows = [{"item_id": [row["item_id"]],
+             "genres": [g for g in row["genres"].split(native.GENRE_SEPARATOR) if g]}
+            for _, row in native.read_table(path, native.ITEM_COLUMNS)]
+    return embedding.embed_items(model, rows)
+
+
+def synthetic_items(real_items: np.ndarray, queries: np.ndarray, num_items: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """float32 [num_items, dim]: a Gaussian mixture around real item embeddings.
+
+    NUM_CENTRES real items are the centres; each item is a centre plus noise
+    as wide, per dimension, as the real items' spread; the corpus is then
+    scaled so that query-item scores have the standard deviation of the real
+    ones.
+    """
+    centres = real_items[rng.choice(len(real_items), NUM_CENTRES,
+                                    replace=len(real_items) < NUM_CENTRES)]
+    items = centres[rng.integers(0, NUM_CENTRES, num_items)]
+    items += rng.standard_normal(items.shape, np.float32) * real_items.std(axis=0)
+    sample = items[rng.choice(num_items, min(num_items, 10_000), replace=False)]
+    items *= np.float32((queries @ real_items.T).std() / (queries @ sample.T).std())
+    return items
+
+
+def item_ids(num_items: int) -> List[str]:
+    return [f"item{i}" for i in range(num_items)]
+
+
+def positions(answers: np.ndarray) -> np.ndarray:
+    """Served item ids (bytes, b"item<position>") -> int positions."""
+    return np.array([[int(item[4:]) for item in row] for row in answers])
+
+
+def exact_neighbours(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """int [queries, k] exact top-k, EXACT_CHUNK queries at a time."""
+    return np.concatenate([tuning.exact_top_k(queries[i:i + EXACT_CHUNK], items, k)
+                           for i in range(0, len(queries), EXACT_CHUNK)])
+
+
+def score_stats(queries: np.ndarray, items: np.ndarray,
+                exact: np.ndarray) -> Dict[str, float]:
+    """How query-item scores look: spread over a sample, mean best score."""
+    scores = queries @ items[:10_000].T
+    best = np.einsum("qd,qd->q", queries, items[exact[:, 0]])
+    return {"score_mean": float(scores.mean()), "score_std": float(scores.std()),
+            "top1_score_mean": float(best.mean())}
+
+
+# --------------------------------------------------------------------------
+# Timing
+
+
+def times_ms(fn: Callable, inputs: Sequence, repeats: int) -> np.ndarray:
+    """Milliseconds per call of fn(input), cycling through `inputs`."""
+    fn(inputs[0])  # warm-up: traces
+    times = []
+    for i in range(repeats):
+        argument = inputs[i % len(inputs)]
+        start = time.perf_counter()
+        fn(argument)
+        times.append((time.perf_counter() - start) * 1e3)
+    return np.array(times)
+
+
+def p50(times: np.ndarray) -> float:
+    return float(np.percentile(times, 50))
+
+
+def requests(users: Sequence[Dict[str, object]]) -> Dict[str, tf.Tensor]:
+    """One call's input: the users' raw features as [batch] tensors."""
+    dtypes = {spec.name: spec.dtype for spec in two_tower.QUERY_INPUT_SIGNATURE}
+    return {name: tf.constant([user[name] for user in users], dtypes[name])
+            for name in dtypes}
+
+
+def overhead_ms(model, users: Sequence[Dict[str, object]], repeats: int) -> Dict[str, float]:
+    """Where single-user time goes before any search, measured the same way.
+
+    call: a signature with the serving inputs that does (almost) nothing;
+    query tower: the Trainer's query_embedding signature alone.
+    """
+    noop = tf.function(_noop, input_signature=two_tower.QUERY_INPUT_SIGNATURE
+                       ).get_concrete_function()
+    single = [requests([user]) for user in users]
+    tower = model.signatures[two_tower.QUERY_SIGNATURE]
+    return {"signature_call_p50": p50(times_ms(lambda r: noop(**r), single, repeats)),
+            "query_tower_p50": p50(times_ms(lambda r: tower(**r), single, repeats))}
+
+
+def _noop(user_id, age, gender, occupation, zip_code):
+    return {"n": tf.size(user_id)}
+
+
+# --------------------------------------------------------------------------
+# One corpus size
+
+
+@dataclasses.dataclass
+class Setup:
+    trainer_model: object
+    real_items: np.ndarray        # [items, dim], the model's own
+    tune_queries: np.ndarray      # [TUNING_USERS, dim]
+    users: List[Dict[str, object]]  # the measuring users, raw rows
+    queries: np.ndarray           # [len(users), dim], their embeddings
+    work_dir: str
+    seed: int
+
+
+def build_and_tune(items: np.ndarray, tune_queries: np.ndarray):
+    """The pusher's index: (searcher, tuning result, build s, tune s)."""
+    candidates = tuning.candidate_settings(len(items), SERVING_K)
+    start = time.perf_counter()
+    searcher = tuning.build_searcher(items, SERVING_K, candidates[-1])
+    built = time.perf_counter()
+    tuned = tuning.tune(searcher, items, tune_queries, candidates, TOP10, TARGET_RECALL)
+    return searcher, tuned, built - start, time.perf_counter() - built
+
+
+def index_only_ms(searcher, scann_index: index.ScannIndex, items: np.ndarray,
+                  queries: np.ndarray) -> Dict[str, float]:
+    """p50 of one query embedding -> top-k, for each way of searching.
+
+    scann_op: the served search (ScannIndex, in a tf.function); scann_searcher:
+    the same search called eagerly on the built searcher, as tuning times it;
+    exact_tf: the brute-force model's search (tf.function); exact_numpy:
+    tuning.exact_top_k with one BLAS thread (faster and steadier than two for
+    one query on this machine).
+    """
+    from threadpoolctl import threadpool_limits
+
+    k, leaves = scann_index.k, scann_index.leaves_to_search
+    single = [tf.constant(q[None]) for q in queries[:INDEX_REPEATS]]
+    table = tf.Variable(items, trainable=False)
+    searches = {
+        "scann_op": tf.function(lambda q: scann_index(q)),
+        "scann_searcher": lambda q: searcher.search_batched_parallel(
+            q, final_num_neighbors=k, leaves_to_search=leaves),
+        "exact_tf": tf.function(
+            lambda q: tf.math.top_k(tf.matmul(q, table, transpose_b=True), k=k)),
+    }
+    result = {name: p50(times_ms(search, single, len(single)))
+              for name, search in searches.items()}
+    arrays = [q.numpy() for q in single]
+    with threadpool_limits(1):
+        result["exact_numpy"] = p50(times_ms(lambda q: tuning.exact_top_k(q, items, k),
+                                             arrays, len(arrays)))
+    return result
+
+
+def batch_ms(serve, users: Sequence[Dict[str, object]]) -> Dict[str, float]:
+    """p50 of BATCH-user calls and the throughput it gives."""
+    batches = [requests(users[i:i + BATCH])
+               for i in range(0, len(users) - BATCH + 1, BATCH)] or [requests(users)]
+    size = int(batches[0]["user_id"].shape[0])
+    serve(**batches[0])  # warm-up
+    times, spent = [], 0.0
+    while len(times) < BATCH_REPEATS and (spent < BATCH_SECONDS or len(times) < 3):
+        start = time.perf_counter()
+        serve(**batches[len(times) % len(batches)])
+        times.append((time.perf_counter() - start) * 1e3)
+        spent += times[-1] / 1e3
+    return {"batch": size, "p50": p50(np.array(times)),
+            "queries_per_s": size / (p50(np.array(times)) / 1e3), "calls": len(times)}
+
+
+def served_answers(serve, users: Sequence[Dict[str, object]]) -> np.ndarray:
+    """int [users, k] the served model's top-k, as item positions."""
+    return np.concatenate([positions(serve(**requests(users[i:i + BATCH]))["item_ids"].numpy())
+                           for i in range(0, len(users), BATCH)])
+
+
+def bench_model(model_dir: str, users, exact: np.ndarray, repeats: int) -> Dict[str, object]:
+    """Single-user and batched latency and recall of one saved model."""
+    result = {"single": index.signature_latency_ms(model_dir, users, repeats)}
+    model = tf.saved_model.load(model_dir)
+    serve = model.signatures[index.SERVING_SIGNATURE]
+    result["batched"] = batch_ms(serve, users)
+    answers = served_answers(serve, users)
+    k = answers.shape[1]
+    result[f"recall@{TOP10}"] = tuning.recall_at_k(answers[:, :TOP10], exact[:, :TOP10])
+    if k > TOP10:
+        result[f"recall@{k}"] = tuning.recall_at_k(answers, exact[:, :k])
+    return result
+
+
+def bench_k(setup: Setup, searcher, leaves: int, items: np.ndarray,
+            exact: np.ndarray, k: int, repeats: int) -> Dict[str, object]:
+    """Both served models with top-k = k, saved, loaded and measured."""
+    ids = item_ids(len(items))
+    scann_index = index.ScannIndex(searcher, ids, k, leaves)
+    result = {"index_only_ms_p50": index_only_ms(searcher, scann_index, items,
+                                                 setup.queries)}
+    models = {"scann": index.ScannRecommender(setup.trainer_model, scann_index),
+              "brute_force": index.BruteForceRecommender(setup.trainer_model, ids, items, k)}
+    del scann_index
+    for role, recommender in models.items():
+        path = os.path.join(setup.work_dir, f"{role}_{len(items)}_k{k}")
+        start = time.perf_counter()
+        index.save(recommender, path)
+        saved_s = time.perf_counter() - start
+        models[role] = None  # free its copy of the index before loading
+        del recommender
+        gc.collect()
+        result[role] = bench_model(path, setup.users, exact, repeats)
+        result[role]["save_s"] = saved_s
+        result[role]["size_mb"] = _size_mb(path)
+        shutil.rmtree(path)
+        gc.collect()
+    index_only = result["index_only_ms_p50"]
+    result["speedup_signature_p50"] = (result["brute_force"]["single"]["p50"]
+                                       / result["scann"]["single"]["p50"])
+    result["speedup_index_p50"] = index_only["exact_tf"] / index_only["scann_op"]
+    result["speedup_index_p50_numpy"] = (index_only["exact_numpy"]
+                                         / index_only["scann_searcher"])
+    result["speedup_batch_p50"] = (result["brute_force"]["batched"]["p50"]
+                                   / result["scann"]["batched"]["p50"])
+    return result
+
+
+def _size_mb(path: str) -> float:
+    return sum(os.path.getsize(os.path.join(d, f))
+               for d, _, files in os.walk(path) for f in files) / 2**20
+
+
+def bench_size(setup: Setup, num_items: int, repeats: int) -> Dict[str, object]:
+    rng = np.random.default_rng([setup.seed, num_items])
+    items = synthetic_items(setup.real_items, setup.queries, num_items, rng)
+    exact = exact_neighbours(setup.queries, items, min(SERVING_K, num_items))
+    searcher, tuned, build_s, tune_s = build_and_tune(items, setup.tune_queries)
+    # The pusher would refuse without a setting that meets the target; the
+    # benchmark measures the best one and reports the miss.
+    chosen = tuned.chosen or max(tuned.trials, key=lambda t: t.recall)
+    leaves = chosen.settings.num_leaves_to_search
+    result = {
+        "num_items": num_items,
+        "scores": score_stats(setup.queries, items, exact),
+        "index": {"settings": dataclasses.asdict(chosen.settings),
+                  "tuning_met_target": tuned.chosen is not None,
+                  "tuning_recall": chosen.recall,
+                  "tuning_search_ms_p50": chosen.latency_ms_p50,
+                  "tuning_exact_numpy_ms_p50": tuned.exact_latency_ms_p50,
+                  "build_s": build_s, "tune_s": tune_s,
+                  "trials": [dataclasses.asdict(t) for t in tuned.trials]},
+    }
+    for k in KS:
+        result[f"k{k}"] = bench_k(setup, searcher, leaves, items, exact, k, repeats)
+    return result
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _items(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
+        f"{n // 1000}K" if n % 1000 == 0 else str(n))
+
+
+def _rows_by_k(sizes: List[Dict[str, object]]):
+    """(size, k, that k's results), the served k first."""
+    return [(size, k, size[f"k{k}"]) for k in KS for size in sizes]
+
+
+def signature_table(sizes: List[Dict[str, object]]) -> List[str]:
+    header = ["items", "k", "recall@10", "ScaNN p50 / p99", "brute force p50 / p99",
+              "speed-up", f"batch {BATCH}: ScaNN (q/s)", f"batch {BATCH}: brute force (q/s)",
+              "batch speed-up"]
+    rows = []
+    for size, k, r in _rows_by_k(sizes):
+        scann_, brute = r["scann"], r["brute_force"]
+        rows.append([
+            _items(size["num_items"]), str(k), f"{scann_[f'recall@{TOP10}']:.3f}",
+            f"{_ms(scann_['single']['p50'])} / {_ms(scann_['single']['p99'])}",
+            f"{_ms(brute['single']['p50'])} / {_ms(brute['single']['p99'])}",
+            f"{r['speedup_signature_p50']:.1f}x",
+            f"{_ms(scann_['batched']['p50'])} ({scann_['batched']['queries_per_s']:,.0f})",
+            f"{_ms(brute['batched']['p50'])} ({brute['batched']['queries_per_s']:,.0f})",
+            f"{r['speedup_batch_p50']:.1f}x"])
+    return _markdown(header, rows)
+
+
+def index_only_table(sizes: List[Dict[str, object]]) -> List[str]:
+    header = ["items", "k", "ScaNN op", "ScaNN searcher", "exact TF", "exact numpy",
+              "speed-up (TF / op)", "speed-up (numpy / searcher)"]
+    rows = []
+    for size, k, r in _rows_by_k(sizes):
+        t = r["index_only_ms_p50"]
+        rows.append([_items(size["num_items"]), str(k), _ms(t["scann_op"]),
+                     _ms(t["scann_searcher"]), _ms(t["exact_tf"]), _ms(t["exact_numpy"]),
+                     f"{r['speedup_index_p50']:.1f}x", f"{r['speedup_index_p50_numpy']:.1f}x"])
+    return _markdown(header, rows)
+
+
+def index_table(sizes: List[Dict[str, object]]) -> List[str]:
+    header = ["items", "leaves", "searched", "reordered", "tuning recall@10",
+              "build s", "tune s", "ScaNN model MB", "score std", "mean top-1 score"]
+    rows = []
+    for size in sizes:
+        ix, settings = size["index"], size["index"]["settings"]
+        rows.append([
+            _items(size["num_items"]), str(settings["num_leaves"]),
+            str(settings["num_leaves_to_search"]),
+            str(settings["num_reordering_candidates"]),
+            f"{ix['tuning_recall']:.3f}" + ("" if ix["tuning_met_target"] else " (MISSED)"),
+            f"{ix['build_s']:.1f}", f"{ix['tune_s']:.1f}",
+            f"{size[f'k{SERVING_K}']['scann']['size_mb']:.0f}",
+            f"{size['scores']['score_std']:.2f}", f"{size['scores']['top1_score_mean']:.2f}"])
+    return _markdown(header, rows)
+
+
+def _markdown(header: List[str], rows: List[List[str]]) -> List[str]:
+    widths = [max(len(c) for c in column) for column in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+            *map(line, rows)]
+
+
+def targets(sizes: List[Dict[str, object]], k: int) -> List[Dict[str, object]]:
+    """PASS/FAIL of each target at TARGET_ITEMS items (None: not measured)."""
+    at = next((s for s in sizes if s["num_items"] == TARGET_ITEMS), None)
+    r = at[f"k{k}"] if at else None
+    checks = [
+        (f"ScaNN whole-signature p50 >= {TARGET_SPEEDUP:.0f}x faster than brute force",
+         r and r["speedup_signature_p50"], lambda v: v >= TARGET_SPEEDUP, "{:.1f}x"),
+        (f"recall@10 >= {TARGET_RECALL}",
+         r and r["scann"][f"recall@{TOP10}"], lambda v: v >= TARGET_RECALL, "{:.3f}"),
+        (f"ScaNN whole-signature p50 <= {TARGET_P50_MS:g} ms",
+         r and r["scann"]["single"]["p50"], lambda v: v <= TARGET_P50_MS, "{:.3f} ms"),
+    ]
+    return [{"target": name, "k": k, "value": value,
+             "verdict": "NOT MEASURED" if value is None else
+                        ("PASS" if passes(value) else "FAIL"),
+             "shown": "-" if value is None else fmt.format(value)}
+            for name, value, passes, fmt in checks]
+
+
+def report(results: Dict[str, object]) -> List[str]:
+    sizes, env = results["sizes"], results["environment"]
+    lines = [
+        "## Serving benchmark: ScaNN vs brute force",
+        "",
+        f"{env['date']}, {env['cpu_count']} CPU cores, {env['processor']}; "
+        f"load average {env['load_average_start'][0]:.1f} at the start, "
+        f"{env['load_average_end'][0]:.1f} at the end; {env['total_s']:.0f} s in all. "
+        f"Items: synthetic, dimension {results['dimension']}; the query tower is a real "
+        f"Trainer model; {results['num_queries']} held-out users measure "
+        f"({results['tuning_queries']} others tuned the index). k = the served top-k: "
+        f"{SERVING_K} as pushed (the targets are judged on it), {TOP10} for comparison. "
+        "Single-user calls unless marked batch; speed-ups are brute force / ScaNN at p50.",
+        ""]
+    lines += ["### Whole serving signature (raw user features -> top-k), ms", "",
+              *signature_table(sizes), "",
+              "### Index only (one query embedding -> top-k), p50 ms", "",
+              *index_only_table(sizes), ""]
+    lines += ["### The ScaNN index (tuned as the pusher tunes it)", "", *index_table(sizes), ""]
+    lines += [f"### Targets ({_items(TARGET_ITEMS)} items, served k = {SERVING_K} as pushed)", ""]
+    lines += [f"- {t['verdict']}: {t['target']} (measured: {t['shown']})"
+              for t in results["targets"]]
+    breakdown = results["breakdown_ms_p50"]
+    lines += ["", f"Single-user overhead outside the search (p50, ms): calling a do-nothing "
+              f"signature with the serving inputs {breakdown['signature_call_p50']:.3f}; the "
+              f"Trainer's query tower signature alone {breakdown['query_tower_p50']:.3f}.", ""]
+    return lines
+
+
+def environment() -> Dict[str, object]:
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "numpy": np.__version__, "load_average_start": os.getloadavg()}
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
+                        help="comma-separated corpus sizes (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES,
+                        help="measuring users: single-user calls and recall queries "
+                             "(default: %(default)s)")
+    parser.add_argument("--model-dir", help="a Trainer SavedModel (Format-Serving); "
+                        "default: train one by running the pipeline")
+    parser.add_argument("--data-dir", help="the dataset --model-dir was trained on "
+                        "(users.csv, items.csv); default: the seeded synthetic one")
+    parser.add_argument("--out", default=RESULTS_DIR, help="default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    started, env = time.perf_counter(), environment()
+    with tempfile.TemporaryDirectory(prefix="bench_serving_") as work_dir:
+        model_dir, data_dir = prepare_model(args.model_dir, args.data_dir, work_dir)
+        trainer_model = embedding.load(model_dir)
+        users = read_users(data_dir)
+        order = np.random.default_rng(args.seed).permutation(len(users))
+        tuning_users = [users[i] for i in order[:TUNING_USERS]]
+        measuring = [users[i] for i in order[TUNING_USERS:TUNING_USERS + args.queries]]
+        setup = Setup(trainer_model, real_item_embeddings(trainer_model, data_dir),
+                      embed_users(trainer_model, tuning_users), measuring,
+                      embed_users(trainer_model, measuring), work_dir, args.seed)
+        results = {"dimension": int(setup.queries.shape[1]), "num_queries": len(measuring),
+                   "tuning_queries": len(tuning_users), "serving_k": SERVING_K,
+                   "real_scores": score_stats(setup.queries, setup.real_items,
+                                              exact_neighbours(setup.queries,
+                                                               setup.real_items, 1)),
+                   "breakdown_ms_p50": overhead_ms(trainer_model, measuring, args.queries),
+                   "sizes": []}
+        for num_items in sizes:
+            size_started = time.perf_counter()
+            print(f"{_items(num_items)} items ...", flush=True)
+            results["sizes"].append(bench_size(setup, num_items, args.queries))
+            results["sizes"][-1]["seconds"] = time.perf_counter() - size_started
+            gc.collect()
+    env.update(load_average_end=os.getloadavg(), total_s=time.perf_counter() - started)
+    results["environment"] = env
+    results["targets"] = targets(results["sizes"], SERVING_K)
+    results["targets_k10"] = targets(results["sizes"], TOP10)
+    lines = report(results)
+    print("\n".join(lines))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "serving.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(args.out, "serving.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
