@@ -69,6 +69,7 @@ from tfx_recsys.models import two_tower  # noqa: E402
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 DEFAULT_QUERIES = 1000
+MIN_ITEMS = 1000
 SERVING_K = config.SERVING_TOP_K  # 100, as pushed
 TOP10 = 10
 KS = (SERVING_K, TOP10)
@@ -95,26 +96,27 @@ TARGET_P50_MS = 1.0
 # The query tower, the users and the items
 
 
-def prepare_model(model_dir: str, data_dir: str, work_dir: str):
-    """(model_dir, data_dir): trains a query tower unless one is given.
+def prepare_model(model_dir: str, data_dir: str, root: str):
+    """(model_dir, data_dir) of the query tower: trains one unless given.
 
-    Without a data dir, the seeded DATASET is generated (the data this script
-    trains on, so a --model-dir from an earlier run needs no --data-dir).
+    What is generated goes under `root` and is reused from there: data/, the
+    seeded DATASET (unless data_dir is given), and run/, the pipeline run that
+    trains the query tower on it (unless model_dir is given).
     """
     if not data_dir:
-        data_dir = os.path.join(work_dir, "data")
-        synthetic.generate_synthetic(data_dir, **DATASET)
-    if not model_dir:
-        model_dir = trained_model_dir(data_dir, os.path.join(work_dir, "run"))
-    return model_dir, data_dir
+        data_dir = os.path.join(root, "data")
+        if not os.path.exists(os.path.join(data_dir, native.USERS_FILE)):
+            synthetic.generate_synthetic(data_dir, **DATASET)
+    return model_dir or trained_model_dir(data_dir, os.path.join(root, "run")), data_dir
 
 
-def trained_model_dir(data_dir: str, root: str) -> str:
-    """Runs the real pipeline on `data_dir`; returns the Trainer's model dir."""
+def trained_model_dir(data_dir: str, run_root: str) -> str:
+    """The Trainer's model dir of the pipeline run in `run_root` (run if new)."""
     from tfx_recsys.pipeline import local_runner
 
-    local_runner.run(data_dir, root, training=TRAINING)
-    store = run_summary.open_store(root)
+    if not os.path.exists(os.path.join(run_root, run_summary.METADATA_FILE)):
+        local_runner.run(data_dir, run_root, training=TRAINING)
+    store = run_summary.open_store(run_root)
     execution = run_summary.latest_execution(store, "Trainer")
     [model] = run_summary.output_artifacts(store, execution, "model")
     return os.path.join(model.uri, "Format-Serving")
@@ -525,19 +527,25 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(default: %(default)s)")
     parser.add_argument("--model-dir", help="a Trainer SavedModel (Format-Serving); "
                         "default: train one by running the pipeline")
-    parser.add_argument("--data-dir", help="the dataset --model-dir was trained on "
+    parser.add_argument("--data-dir", help="the dataset the model was trained on "
                         "(users.csv, items.csv); default: the seeded synthetic one")
+    parser.add_argument("--root", help="keep the generated dataset and training run "
+                        "here, and reuse them on later runs; default: a temporary dir")
     parser.add_argument("--out", default=RESULTS_DIR, help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sizes = [int(size) for size in args.sizes.split(",") if size]
+    if not args.sizes or min(args.sizes) < MIN_ITEMS or args.queries < 1:
+        parser.error(f"--sizes must be {MIN_ITEMS} or more, --queries 1 or more")
+    return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
     started, env = time.perf_counter(), environment()
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as work_dir:
-        model_dir, data_dir = prepare_model(args.model_dir, args.data_dir, work_dir)
+        model_dir, data_dir = prepare_model(args.model_dir, args.data_dir,
+                                            args.root or work_dir)
         trainer_model = embedding.load(model_dir)
         users = read_users(data_dir)
         order = np.random.default_rng(args.seed).permutation(len(users))
@@ -553,7 +561,7 @@ def main(argv=None) -> None:
                                                                setup.real_items, 1)),
                    "breakdown_ms_p50": overhead_ms(trainer_model, measuring, args.queries),
                    "sizes": []}
-        for num_items in sizes:
+        for num_items in args.sizes:
             size_started = time.perf_counter()
             print(f"{_items(num_items)} items ...", flush=True)
             results["sizes"].append(bench_size(setup, num_items, args.queries))
