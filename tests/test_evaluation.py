@@ -46,7 +46,7 @@ def test_accumulate_slices_users_and_item_pairs():
     corpus = _corpus([5, 3, 1, 0])
     cases = [evaluation.make_user_case(["i0"], [_row("u1", "i1"), _row("u1", "i3")], corpus),
              evaluation.make_user_case([], [_row("u2", "i0")], corpus)]
-    scores = evaluation.most_popular_scores(corpus, 2)
+    scores = np.tile(corpus.train_counts.astype(np.float32), (2, 1))  # most popular
     result = evaluation.accumulate(cases, scores, corpus, ks=[1, 2])
     overall = result["overall"].result(len(corpus))
     # u1 (i0 excluded) gets [i1, i2]: i1 hit at rank 0 -> recall@1 1/2;
@@ -89,3 +89,19 @@ def test_unknown_blessing_metric_names_the_choices():
 def test_scoring_batches_fit_the_memory_budget():
     assert evaluation.batch_size_for(1_000_000, budget_bytes=1 << 27) == 33
     assert evaluation.batch_size_for(100) == 512
+
+
+def test_baselines_are_fitted_on_train_pairs_and_score_users_by_their_history():
+    corpus = _corpus([0, 0, 0, 0])
+    pairs = [("u1", "i0"), ("u1", "i1"), ("u2", "i0"), ("u2", "i1"), ("u3", "i2"),
+             ("u3", "i0")]
+    fitted = evaluation.fit_baselines(pairs, corpus)
+    assert set(fitted) == {"most_popular", "item_knn", "ease"}
+    case = evaluation.make_user_case(["i1"], [_row("u9", "i0")], corpus)
+    knn = evaluation.baseline_scores(fitted["item_knn"], [case], len(corpus))
+    # i1 co-occurs with i0 (twice), never with i2 or i3.
+    assert knn.shape == (1, 4) and knn[0, 0] > 0 and knn[0, 2] == knn[0, 3] == 0
+    popular = evaluation.baseline_scores(fitted["most_popular"], [case], len(corpus))
+    np.testing.assert_array_equal(popular[0], [3, 2, 1, 0])
+    assert evaluation.skipped_baselines(4) == {}
+    assert "ease" in evaluation.skipped_baselines(10**6)

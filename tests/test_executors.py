@@ -149,7 +149,8 @@ def test_evaluator_writes_sliced_metrics_for_model_and_baseline_and_a_blessing(
                             "top_k_accuracy@10", "coverage@10", "novelty@10",
                             "diversity@10"}
     assert overall["num_items"] == 80 and overall["num_users"] == report["num_eval_users"] > 0
-    assert set(report["baselines"]) == {"most_popular"}
+    assert set(report["baselines"]) == {"most_popular", "item_knn", "ease"}
+    assert report["baselines_skipped"] == {}
     assert report["last_blessed"] is None
     slices = report["model"]["slices"]
     assert "user:warm" in slices and any(s.startswith("user_activity:") for s in slices)

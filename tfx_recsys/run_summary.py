@@ -138,7 +138,7 @@ def format_table(result: Dict, ks=(10, 50, 100)) -> str:
                      for k in ks] + [f"mrr@{ks[0]}"]
                     + [f"top_k_accuracy@{k}" for k in ks]
                     + [f"coverage@{ks[-1]}", "novelty@10", "diversity@10"])
-    width = max(len(n) for n in columns) + 2
+    width = max(max(len(n) for n in columns) + 2, 9)
     lines = ["metric".ljust(20) + "".join(n.rjust(width) for n in columns)]
     for metric in metric_names:
         lines.append(metric.ljust(20) + "".join(

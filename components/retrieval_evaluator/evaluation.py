@@ -20,12 +20,14 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfx_recsys import config, metrics
+from tfx_recsys import baselines, config, metrics
 from tfx_recsys.examples_io import scalar
 
 OVERALL = "overall"
 ACTIVITY_EDGES = (1, 5, 20, 100)  # bucket lower bounds beyond 0
 MOST_POPULAR = "most_popular"
+ITEM_KNN = "item_knn"
+EASE = "ease"
 
 
 @dataclasses.dataclass
@@ -115,9 +117,40 @@ def user_slices(case: UserCase) -> List[str]:
             "user:cold" if not case.seen else "user:warm"]
 
 
-def most_popular_scores(corpus: Corpus, num_users: int) -> np.ndarray:
-    """The most-popular baseline: every user scores items by train count."""
-    return np.tile(corpus.train_counts.astype(np.float32), (num_users, 1))
+def fit_baselines(train_pairs: Iterable[Tuple[str, str]], corpus: Corpus
+                  ) -> Dict[str, object]:
+    """Most-popular, item-kNN and EASE fitted on the train interactions.
+
+    EASE needs a dense items x items inverse; above its size limit it is left
+    out (see `skipped_baselines`).
+    """
+    users: Dict[str, int] = {}
+    rows, columns = [], []
+    for user_id, item_id in train_pairs:
+        rows.append(users.setdefault(user_id, len(users)))
+        columns.append(corpus.index[item_id])
+    train = baselines.interaction_matrix(rows, columns, len(users), len(corpus))
+    fitted = {MOST_POPULAR: baselines.MostPopular().fit(train),
+              ITEM_KNN: baselines.ItemKnn().fit(train)}
+    if len(corpus) <= baselines.DEFAULT_EASE_MAX_ITEMS:
+        fitted[EASE] = baselines.Ease().fit(train)
+    return fitted
+
+
+def skipped_baselines(num_items: int) -> Dict[str, str]:
+    """Baselines `fit_baselines` leaves out for a corpus of `num_items`, and why."""
+    if num_items > baselines.DEFAULT_EASE_MAX_ITEMS:
+        return {EASE: f"{num_items} items exceed EASE's limit of "
+                      f"{baselines.DEFAULT_EASE_MAX_ITEMS} (dense items x items inverse)"}
+    return {}
+
+
+def baseline_scores(model, cases: Sequence[UserCase], num_items: int) -> np.ndarray:
+    """float32 [len(cases), items]: a fitted baseline scores users by their train items."""
+    rows = baselines.interaction_matrix(
+        [row for row, case in enumerate(cases) for _ in case.seen],
+        [item for case in cases for item in case.seen], len(cases), num_items)
+    return model.scores(rows)
 
 
 def accumulate(cases: Sequence[UserCase], scores: np.ndarray, corpus: Corpus,

@@ -43,9 +43,10 @@ class _ReadRows(beam.PTransform):
 
 
 class _ScoreUsers(beam.DoFn):
-    """Scores batches of eval users for every model and folds in the metrics.
+    """Scores batches of eval users for every model and baseline.
 
-    Emits ((model name, slice), accumulator) once per slice per batch.
+    Folds the metrics into accumulators and emits ((model name, slice),
+    accumulator) once per slice per batch.
     """
 
     def __init__(self, model_dirs: Dict[str, str], ks: List[int]):
@@ -57,15 +58,15 @@ class _ScoreUsers(beam.DoFn):
                         for name, path in self._model_dirs.items()}
         self._item_embeddings = None
 
-    def process(self, cases, corpus):
+    def process(self, cases, corpus, fitted_baselines):
         if self._item_embeddings is None:  # side inputs arrive with elements
             self._item_embeddings = {name: embedding.embed_items(model, corpus.rows)
                                      for name, model in self._models.items()}
         chunk = evaluation.batch_size_for(len(corpus))
         for start in range(0, len(cases), chunk):
             batch = cases[start:start + chunk]
-            scores = {evaluation.MOST_POPULAR:
-                      evaluation.most_popular_scores(corpus, len(batch))}
+            scores = {name: evaluation.baseline_scores(baseline, batch, len(corpus))
+                      for name, baseline in fitted_baselines.items()}
             for name, model in self._models.items():
                 queries = embedding.embed_users(model, [c.user_row for c in batch])
                 scores[name] = queries @ self._item_embeddings[name].T
@@ -185,10 +186,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                          lambda kv, corpus: [c for c in [evaluation.make_user_case(
                              kv[1]["train"], list(kv[1]["eval"]), corpus)] if c],
                          beam.pvalue.AsSingleton(corpus)))
+            fitted_baselines = (train
+                                | "TrainList" >> beam.combiners.ToList()
+                                | "FitBaselines" >> beam.Map(
+                                    evaluation.fit_baselines,
+                                    beam.pvalue.AsSingleton(corpus)))
             _ = (cases
                  | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
                  | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, ks),
-                                         beam.pvalue.AsSingleton(corpus))
+                                         beam.pvalue.AsSingleton(corpus),
+                                         beam.pvalue.AsSingleton(fitted_baselines))
                  | "Merge" >> beam.CombinePerKey(_MergeAccumulators())
                  | "Finish" >> beam.Map(lambda kv, corpus: (kv[0], kv[1].result(len(corpus))),
                                         beam.pvalue.AsSingleton(corpus))
@@ -205,7 +212,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report = {
             "top_ks": ks,
             "model": _nest(by_model, MODEL),
-            "baselines": {evaluation.MOST_POPULAR: _nest(by_model, evaluation.MOST_POPULAR)},
+            "baselines": {name: _nest(by_model, name) for name in
+                          (evaluation.MOST_POPULAR, evaluation.ITEM_KNN, evaluation.EASE)
+                          if name in by_model},
             "last_blessed": (dict(_nest(by_model, LAST_BLESSED), uri=last_blessed.uri,
                                   artifact_id=last_blessed.id)
                              if LAST_BLESSED in by_model else None),
@@ -220,6 +229,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                               "gate": dataclasses.asdict(gate)}
         report["num_eval_users"] = overall.get("num_users", 0)
         report["num_items"] = overall.get("num_items", 0)
+        report["baselines_skipped"] = evaluation.skipped_baselines(report["num_items"])
         logging.info("Blessing: %s (%s)", blessed, reason)
 
         with fileio.open(os.path.join(result.uri, METRICS_FILE), "w") as f:
