@@ -24,6 +24,7 @@ from tfx_recsys.components.scann_pusher import publishing, tuning
 
 TUNING_FILE = "index_tuning.json"
 MAX_QUERIES = 1000  # held-out queries used to tune and check the index
+MIN_SPLIT_QUERIES = 40  # fewer: tune and check on the same queries
 BRUTE_FORCE_SUFFIX = "_bruteforce"
 EMBEDDINGS_SUFFIX = "_embeddings"
 
@@ -72,10 +73,16 @@ class Executor(pusher_executor.Executor):
         k = min(int(exec_properties["top_k"]), len(item_ids))
         users = _held_out_users(examples.uri)
         queries = embedding.embed_users(trainer_model, users)
+        # Tune on half of the held-out users and check on the other half: the
+        # cheapest setting that just reaches the target on the users it was
+        # chosen on tends to fall short on others.
+        tune_queries, check_queries = ((queries[::2], queries[1::2])
+                                       if len(queries) >= MIN_SPLIT_QUERIES
+                                       else (queries, queries))
 
         candidates = tuning.candidate_settings(len(item_ids), k)
         searcher = tuning.build_searcher(item_embeddings, k, candidates[-1])
-        tuned = tuning.tune(searcher, item_embeddings, queries, candidates,
+        tuned = tuning.tune(searcher, item_embeddings, tune_queries, candidates,
                             gate.recall_k, gate.target_recall)
         with open(os.path.join(pushed.uri, TUNING_FILE), "w") as f:
             json.dump({"trials": [dataclasses.asdict(t) for t in tuned.trials],
@@ -92,7 +99,7 @@ class Executor(pusher_executor.Executor):
 
         index = scann_index.ScannIndex(searcher, item_ids, k,
                                        tuned.chosen.settings.num_leaves_to_search)
-        recall = scann_index.recall_against_exact(index, queries, item_embeddings,
+        recall = scann_index.recall_against_exact(index, check_queries, item_embeddings,
                                                   item_ids, k=min(gate.recall_k, k))
         for name, value in dataclasses.asdict(tuned.chosen.settings).items():
             pushed.set_int_custom_property(f"index_{name}", value)
@@ -104,8 +111,8 @@ class Executor(pusher_executor.Executor):
                      tuned.chosen.settings, gate.recall_k, recall,
                      tuned.chosen.latency_ms_p50, tuned.exact_latency_ms_p50)
         if recall < gate.target_recall:
-            return self._refuse(pushed, f"ScaNN recall@{gate.recall_k} {recall:.3f} < "
-                                f"target {gate.target_recall}")
+            return self._refuse(pushed, f"ScaNN recall@{gate.recall_k} {recall:.3f} on "
+                                f"check queries < target {gate.target_recall}")
         if tuned.chosen.latency_ms_p50 > gate.max_latency_ms:
             return self._refuse(pushed, f"ScaNN latency p50 {tuned.chosen.latency_ms_p50:.3f} "
                                 f"ms > bound {gate.max_latency_ms} ms")
