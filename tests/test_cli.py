@@ -131,3 +131,8 @@ def test_serve_answers_a_real_http_client(tiny_run):
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
     assert server.returncode == 0
+
+
+def test_run_refuses_an_unknown_blessing_metric(tmp_path):
+    assert_one_line_error(recsys("run", "--root", str(tmp_path), "--blessing-metric", "recall@7"),
+                          "--blessing-metric", "recall@100")

@@ -127,6 +127,10 @@ def cmd_run(args) -> int:
     from tfx_recsys import run_summary
 
     args.root = os.path.abspath(args.root)
+    try:
+        config.check_metric_name(args.blessing_metric)
+    except ValueError as e:
+        raise UserError(f"--blessing-metric: {e}") from None
     data_dir = _resolve_data(args)
     log_path = _log_to_file(args.root)
     print(f"root: {args.root}\nlog:  {log_path}\nloading TensorFlow and TFX ...")
@@ -143,10 +147,13 @@ def cmd_run(args) -> int:
     training = config.TwoTowerConfig(
         **{k: v for k, v in (("epochs", args.epochs), ("seed", args.seed))
            if v is not None})
+    blessing = config.BlessingConfig(
+        metric=args.blessing_metric, min_value=args.min_value,
+        max_regression=args.max_regression)
     started = time.monotonic()
     with _stderr_to(log_path):
         local_runner.run(data_dir, args.root, training=training,
-                         enable_cache=not args.no_cache)
+                         enable_cache=not args.no_cache, blessing=blessing)
     total = time.monotonic() - started
 
     result = run_summary.summary(args.root)
@@ -304,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training seed (default: config.TwoTowerConfig.seed)")
     run.add_argument("--no-cache", action="store_true",
                      help="re-run every component")
+    gate = run.add_argument_group("blessing (every check must hold)")
+    defaults = config.BlessingConfig()
+    gate.add_argument("--blessing-metric", default=defaults.metric,
+                      help="overall metric the checks use (default: %(default)s)")
+    gate.add_argument("--min-value", type=float, default=defaults.min_value,
+                      help="absolute threshold on it (default: %(default)s)")
+    gate.add_argument("--max-regression", type=float, default=defaults.max_regression,
+                      help="allowed drop below the last blessed model (default: %(default)s)")
     synthetic = run.add_argument_group("synthetic data (--data synthetic)")
     synthetic.add_argument("--num-users", type=int, default=200)
     synthetic.add_argument("--num-items", type=int, default=300)

@@ -34,6 +34,19 @@ TOP_KS: Tuple[int, ...] = (1, 5, 10, 50, 100)
 SERVING_TOP_K = 100
 
 
+# Per-K metrics of the evaluator (tfx_recsys/metrics.py), usable as "<name>@K".
+RANKING_METRICS = ("recall", "ndcg", "hit_rate", "mrr", "top_k_accuracy", "coverage")
+
+
+def check_metric_name(metric: str, top_ks=TOP_KS) -> None:
+    """Raises ValueError unless `metric` is "<ranking metric>@<K in top_ks>"."""
+    name, _, k = metric.partition("@")
+    if name not in RANKING_METRICS or not k.isdigit() or int(k) not in top_ks:
+        raise ValueError(f"unknown metric {metric!r}: use one of "
+                         f"{', '.join(RANKING_METRICS)} followed by @K with K in "
+                         f"{', '.join(map(str, top_ks))}, e.g. recall@100")
+
+
 @dataclasses.dataclass(frozen=True)
 class BlessingConfig:
     """When the evaluator blesses a model (every check must hold).

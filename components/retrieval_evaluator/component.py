@@ -77,9 +77,7 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
                  baseline_model: Optional[types.BaseChannel] = None,
                  top_ks: Sequence[int] = config.TOP_KS,
                  blessing: config.BlessingConfig = config.BlessingConfig()):
-        if blessing.metric.split("@")[-1] not in {str(k) for k in top_ks}:
-            raise ValueError(f"blessing metric {blessing.metric} needs its K in "
-                             f"top_ks {list(top_ks)}")
+        config.check_metric_name(blessing.metric, top_ks)
         spec = RetrievalEvaluatorSpec(
             model=model, baseline_model=baseline_model, examples=examples,
             items=items, top_ks=json.dumps(list(top_ks)),
