@@ -136,3 +136,33 @@ def test_serve_answers_a_real_http_client(tiny_run):
 def test_run_refuses_an_unknown_blessing_metric(tmp_path):
     assert_one_line_error(recsys("run", "--root", str(tmp_path), "--blessing-metric", "recall@7"),
                           "--blessing-metric", "recall@100")
+
+
+def test_runs_prints_one_line_per_pipeline_run(tiny_run):
+    proc = recsys("runs", "--root", tiny_run.root)
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.strip().splitlines()
+    assert header.split()[:4] == ["run", "ran", "cached", "failed"]
+    assert len(rows) >= 1
+    [version] = os.listdir(tiny_run.serving_dir)
+    assert any(row.split()[-2:] == ["yes", version] for row in rows)
+
+
+def test_lineage_leads_from_the_pushed_model_to_the_data_and_draws_it(tiny_run, tiny_data):
+    import xml.dom.minidom
+
+    proc = recsys("lineage", "--root", tiny_run.root)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    for fact in ("PushedModel", "<- ScannPusher", "<- Trainer", "<- Transform",
+                 "<- InteractionsExampleGen", f"input_base: {tiny_data}",
+                 "input_fingerprint:", "code_fingerprint=", "blessed: 1",
+                 "index_recall_at_10:", "schema_file:"):
+        assert fact in text, fact
+    svg = text.strip().splitlines()[-1].split("picture: ")[1]
+    drawing = xml.dom.minidom.parse(svg)
+    labels = [t.firstChild.data for t in drawing.getElementsByTagName("text")]
+    assert any(label.startswith("PushedModel") for label in labels)
+    assert any(label == "InteractionsExampleGen" for label in labels)
+    assert_one_line_error(recsys("lineage", "--root", tiny_run.root, "--version", "1"),
+                          "no pushed model with version 1")

@@ -4,6 +4,8 @@
   recsys recommend --root DIR --user USER_ID [-k 10]
   recsys serve --root DIR [--port 8501]
   recsys rollback --root DIR [--to VERSION]
+  recsys lineage --root DIR [--version V]
+  recsys runs --root DIR
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and
 argument errors are instant. Expected failures (bad data, missing root, no
@@ -293,6 +295,34 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def _open_store(root: str):
+    from tfx_recsys import run_summary
+
+    try:
+        return run_summary.open_store(os.path.abspath(root))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_lineage(args) -> int:
+    from tfx_recsys import lineage
+
+    try:
+        tree = lineage.model_lineage(_open_store(args.root), args.version)
+    except LookupError as e:
+        raise UserError(f"{e} in {os.path.abspath(args.root)}") from None
+    print(lineage.format_tree(tree))
+    print(f"\npicture: {lineage.write_svg(os.path.abspath(args.root), tree)}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from tfx_recsys import lineage
+
+    print(lineage.format_runs(lineage.runs(_open_store(args.root))))
+    return 0
+
+
 # --------------------------------------------------------------------------
 
 
@@ -346,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", type=int, help="version to restore "
                           "(default: the one before the newest)")
     rollback.set_defaults(func=cmd_rollback)
+
+    lineage = commands.add_parser(
+        "lineage", help="where a pushed model came from (ML Metadata), as text and SVG")
+    lineage.add_argument("--root", default=config.DEFAULT_ROOT)
+    lineage.add_argument("--version", help="pushed version (default: the newest)")
+    lineage.set_defaults(func=cmd_lineage)
+
+    runs = commands.add_parser("runs", help="one line per pipeline run")
+    runs.add_argument("--root", default=config.DEFAULT_ROOT)
+    runs.set_defaults(func=cmd_runs)
     return parser
 
 
