@@ -104,3 +104,27 @@ def test_a_worse_model_is_neither_blessed_nor_pushed(tiny_run, tmp_path):
     assert "last blessed" in evaluation["blessing"]["reason"]
     assert result["pushed"] is False and "not blessed" in result["reason"]
     assert os.listdir(root / "serving" / "retrieval") == before
+
+
+def test_runs_with_nothing_changed_reuse_the_cache_and_push_nothing_new(tiny_run, tmp_path):
+    """The second run differs in one input only: the resolver now finds a
+    blessed model (the first run's), so the evaluator and pusher run again,
+    and the pusher sees that model is already served. The third run reuses
+    every component."""
+    from tfx_recsys import config, lineage
+    from tfx_recsys.pipeline import local_runner
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_run.root, root)
+    data_dir = run_summary.data_path(run_summary.open_store(str(root)))
+    versions = os.listdir(root / "serving" / "retrieval")
+    for _ in range(2):
+        local_runner.run(data_dir, str(root),
+                         training=config.TwoTowerConfig(epochs=5, batch_size=256),
+                         top_ks=(5, 10, 50), blessing=config.BlessingConfig(metric="recall@10"))
+    store = run_summary.open_store(str(root))
+    *_, second, third = lineage.runs(store)
+    assert second["cached"] == len(COMPONENTS) - 2 and second["failed"] == 0
+    assert third["cached"] == len(COMPONENTS) and third["failed"] == 0
+    assert os.listdir(root / "serving" / "retrieval") == versions
+    assert run_summary.summary(str(root))["reason"] == "already serving this model"

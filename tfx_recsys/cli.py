@@ -6,6 +6,8 @@
   recsys rollback --root DIR [--to VERSION]
   recsys lineage --root DIR [--version V]
   recsys runs --root DIR
+  recsys compile --target kubeflow|vertex [--image IMAGE] [--output FILE]
+  recsys submit --host URL --spec FILE
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and
 argument errors are instant. Expected failures (bad data, missing root, no
@@ -170,7 +172,9 @@ def cmd_run(args) -> int:
     blessing = result.get("evaluation", {}).get("blessing", {})
     print(f"\nblessed: {'yes' if blessing.get('blessed') else 'no'} "
           f"({blessing.get('reason', 'no evaluation')})")
-    if result.get("pushed"):
+    if result.get("pushed") and result.get("index_recall_at_10") is None:
+        print(f"pushed:  {result['pushed_destination']} ({result.get('reason')})")
+    elif result.get("pushed"):
         print(f"pushed:  {result['pushed_destination']}\n"
               f"         ScaNN recall@10 vs exact {result['index_recall_at_10']:.3f}, "
               f"search {result['index_latency_ms_p50']:.3f} ms (exact "
@@ -386,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="one line per pipeline run")
     runs.add_argument("--root", default=config.DEFAULT_ROOT)
     runs.set_defaults(func=cmd_runs)
+
+    from tfx_recsys.pipeline import kubeflow_runner  # light: no TFX at import
+
+    kubeflow_runner.add_commands(commands)
     return parser
 
 

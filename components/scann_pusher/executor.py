@@ -64,9 +64,21 @@ class Executor(pusher_executor.Executor):
             pushed.set_string_custom_property("reason", "the model is not blessed")
             return
 
+        model_path = self.GetModelPath(input_dict)
+        dirs = sibling_dirs(exec_properties["serving_dir"])
+        serving_now = publishing.latest_version_dir(dirs["scann"])
+        if serving_now and (publishing.read_source(serving_now) or {}).get(
+                "model_path") == model_path:
+            # E.g. a re-run after the first one blessed this very model.
+            logging.info("%s already serves this model; nothing to push", serving_now)
+            self._MarkPushed(pushed, pushed_destination=serving_now,
+                             pushed_version=os.path.basename(serving_now))
+            pushed.set_string_custom_property("reason", "already serving this model")
+            return
+
         items = artifact_utils.get_single_instance(input_dict["items"])
         examples = artifact_utils.get_single_instance(input_dict["examples"])
-        trainer_model = embedding.load(self.GetModelPath(input_dict))
+        trainer_model = embedding.load(model_path)
         item_rows = list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT))
         item_ids = [examples_io.scalar(r, "item_id") for r in item_rows]
         item_embeddings = embedding.embed_items(trainer_model, item_rows)
@@ -117,12 +129,12 @@ class Executor(pusher_executor.Executor):
             return self._refuse(pushed, f"ScaNN latency p50 {tuned.chosen.latency_ms_p50:.3f} "
                                 f"ms > bound {gate.max_latency_ms} ms")
 
-        dirs = sibling_dirs(exec_properties["serving_dir"])
         for directory in dirs.values():
             os.makedirs(directory, exist_ok=True)
         version = publishing.new_version(list(dirs.values()))
         staged = {role: publishing.staging_dir(d, version) for role, d in dirs.items()}
         scann_index.save(scann_index.ScannRecommender(trainer_model, index), staged["scann"])
+        publishing.write_source(staged["scann"], {"model_path": model_path})
         scann_index.save(scann_index.BruteForceRecommender(
             trainer_model, item_ids, item_embeddings, k), staged["brute_force"])
         _write_embeddings(staged["embeddings"], item_ids, item_embeddings)

@@ -6,12 +6,16 @@ staging directory beside the versions, then renamed into place: the rename
 is atomic on one filesystem, so a server never sees a half-written version.
 """
 
+import json
 import os
 import shutil
 import time
 from typing import List, Optional
 
 STAGING_PREFIX = ".staging-"
+# Where a version records what it was made from. TF Serving ignores
+# assets.extra/ inside a SavedModel directory; it exists for such files.
+SOURCE_FILE = os.path.join("assets.extra", "tfx_recsys_source.json")
 
 
 def versions(model_dir: str) -> List[int]:
@@ -74,3 +78,19 @@ def republish(model_dir: str, source_version: int, version: int) -> str:
     os.rmdir(staged)
     shutil.copytree(source, staged)
     return publish(staged, model_dir, version)
+
+
+def write_source(version_dir: str, source: dict) -> None:
+    """Records what a (staged) version was made from, e.g. the model's uri."""
+    path = os.path.join(version_dir, SOURCE_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(source, f, sort_keys=True)
+
+
+def read_source(version_dir: str) -> Optional[dict]:
+    try:
+        with open(os.path.join(version_dir, SOURCE_FILE)) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,343 @@
+"""Compiles the pipeline for Kubeflow Pipelines (KFP v2) or Vertex AI Pipelines.
+
+Thin, like `local_runner.py`: it builds the same `create_pipeline()` and only
+chooses the orchestrator (`KubeflowV2DagRunner`, which compiles offline), the
+container image and the paths. There is no metadata config: on a cluster, ML
+Metadata belongs to the cluster (KFP's store, or Vertex ML Metadata).
+
+  compile_pipeline(output_file, image, ...) -> path of the written spec:
+      `.yaml` = KFP v2 pipeline spec (target "kubeflow"),
+      `.json` = Vertex AI PipelineJob (target "vertex")
+  submit(host, spec_file, run_name, params) -> id of the run started on a KFP
+      endpoint (kfp.Client)
+  add_commands(subparsers) -> registers `recsys compile` and `recsys submit`
+
+Runtime parameters (root input parameters of the spec, with their defaults;
+an operator sets them per run, see RUNTIME_PARAMETERS):
+
+  data_path    InteractionsExampleGen's input_base (the three-CSV directory)
+  serving_dir  ScannPusher's serving_dir (where model versions are published)
+
+What can NOT be a runtime parameter yet, and why. KubeflowV2DagRunner wires a
+`data_types.RuntimeParameter` only where it *is* a whole, primitive-typed
+execution property; one nested in a dict, proto or dataclass is not
+substituted. So, with create_pipeline() and the components as they are:
+
+  training epochs (and every Trainer hyperparameter): they reach the Trainer
+    inside `custom_config`, a dict create_pipeline() builds from `training`
+    plus the code fingerprint. TFX's Trainer itself would take a str
+    RuntimeParameter for the whole custom_config (a JSON string), but
+    create_pipeline() offers no way to pass one. Fixed at compile time
+    (`training=`).
+  blessing thresholds (min_value, max_regression, metric, baselines):
+    RetrievalEvaluator takes a `config.BlessingConfig` dataclass and
+    serialises it into one JSON string property (`blessing_config`), and
+    checks the metric against top_ks when built; a RuntimeParameter cannot
+    stand in for one field. Fixed at compile time (`blessing=`).
+  eval_fraction, serving_top_k: their components check the value when the
+    pipeline is built (0 < eval_fraction < 1, top_k >= 1), which a
+    RuntimeParameter cannot pass. Fixed at compile time.
+
+Heavy imports (TensorFlow, TFX, kfp) happen inside the functions, so the CLI
+starts without them.
+"""
+
+import argparse
+import os
+import sys
+from typing import Dict, Iterable, Mapping, Optional, Sequence
+
+from tfx_recsys import config
+
+TARGETS = ("kubeflow", "vertex")
+_EXTENSIONS = {"kubeflow": (".yaml", ".yml"), "vertex": (".json",)}
+
+# Placeholders: nothing runs here, so these only show the expected shape.
+# Build and push the image from kubeflow/Dockerfile, then name it with image=.
+DEFAULT_IMAGE = "tfx-recsys:latest"
+DEFAULT_PIPELINE_ROOT = "gs://YOUR_BUCKET/tfx-recsys/pipeline"
+# The data reader and the pusher use plain file I/O (see kubeflow/README.md),
+# so these are paths mounted in the pods, e.g. Cloud Storage FUSE on Vertex.
+DEFAULT_DATA_PATH = "/gcs/YOUR_BUCKET/tfx-recsys/data"
+DEFAULT_SERVING_DIR = "/gcs/YOUR_BUCKET/tfx-recsys/serving/" + config.MODEL_NAME
+# kubeflow/Dockerfile copies schemas/ here (the package does not install it).
+IMAGE_SCHEMA_PATH = "/opt/tfx-recsys/schemas/interactions.pbtxt"
+
+# Beam inside each component's pod: in-process FnApiRunner (the DirectRunner
+# would first try to download Prism at run time). Pass other options (e.g.
+# DataflowRunner and its settings) through beam_pipeline_args / --beam-arg.
+DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory",
+                     "--direct_num_workers=1")
+
+# Runtime parameter name -> (type, description). Each replaces the
+# create_pipeline() argument of the same name; compile_pipeline()'s argument
+# of that name becomes its default.
+RUNTIME_PARAMETERS = {
+    "data_path": (str, "directory with interactions.csv, users.csv, items.csv "
+                       "(InteractionsExampleGen input_base; a path mounted in "
+                       "the pods)"),
+    "serving_dir": (str, "where ScannPusher publishes numbered model versions "
+                         "(a path mounted in the pods)"),
+}
+
+
+def _check_target(output_file: str, target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if not output_file.endswith(_EXTENSIONS[target]):
+        raise ValueError(
+            f"target {target} writes a {' or '.join(_EXTENSIONS[target])} file "
+            f"(KubeflowV2DagRunner picks the format by the name), got {output_file}")
+
+
+def compile_pipeline(
+    output_file: str,
+    image: str = DEFAULT_IMAGE,
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    data_path: str = DEFAULT_DATA_PATH,
+    serving_dir: str = DEFAULT_SERVING_DIR,
+    target: str = "kubeflow",
+    beam_pipeline_args: Optional[Sequence[str]] = None,
+    schema_path: str = IMAGE_SCHEMA_PATH,
+    training: Optional[config.TwoTowerConfig] = None,
+    enable_cache: bool = True,
+    **pipeline_settings,
+) -> str:
+    """Compiles create_pipeline() for KFP v2 or Vertex AI; returns the file's path.
+
+    Args:
+      output_file: `.yaml`/`.yml` for target "kubeflow" (a KFP v2 pipeline
+        spec), `.json` for target "vertex" (a Vertex PipelineJob).
+      image: the image every task runs, built from kubeflow/Dockerfile.
+      pipeline_root: artifact root of the runs; the spec's
+        defaultPipelineRoot (and the PipelineJob's gcsOutputDirectory).
+      data_path, serving_dir: defaults of the runtime parameters of the same
+        names; an operator overrides them per run.
+      target: "kubeflow" or "vertex".
+      beam_pipeline_args: options of the components' Beam pipelines, passed
+        through to every container (default DEFAULT_BEAM_ARGS).
+      schema_path: the raw-data schema as seen inside the container.
+      training: Trainer hyperparameters, fixed at compile time (not a runtime
+        parameter: see the module docstring).
+      enable_cache: let the cluster reuse results of unchanged tasks.
+      pipeline_settings: passed to create_pipeline() as they are (top_ks,
+        blessing, index_gate, serving_top_k, eval_fraction); fixed at compile
+        time.
+
+    Compile from the commit the image was built from: the dotted paths and the
+    code fingerprint (part of the Transform and Trainer cache keys) come from
+    the code here.
+    """
+    _check_target(output_file, target)
+    from tfx import v1 as tfx
+    from tfx import version as tfx_version
+    from tfx.orchestration import data_types
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+    from tfx_recsys.fingerprint import code_fingerprint
+    from tfx_recsys.pipeline.pipeline import create_pipeline
+
+    defaults = {"data_path": data_path, "serving_dir": serving_dir}
+    parameters = {
+        name: data_types.RuntimeParameter(
+            name=name, ptype=ptype, default=ptype(defaults[name]),
+            description=description)
+        for name, (ptype, description) in RUNTIME_PARAMETERS.items()}
+    pipeline = create_pipeline(
+        pipeline_name=config.PIPELINE_NAME,
+        pipeline_root=pipeline_root,
+        schema_path=schema_path,
+        training=(training or config.TwoTowerConfig()).to_custom_config(),
+        code_fingerprint=code_fingerprint(),
+        metadata_connection_config=None,  # ML Metadata is the cluster's
+        beam_pipeline_args=list(beam_pipeline_args or DEFAULT_BEAM_ARGS),
+        enable_cache=enable_cache,
+        **parameters,
+        **pipeline_settings)
+
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image,
+            # Schema 2.1 (parameterType): the form KFP 2 backends read; TFX
+            # 1.21's .yaml writer also fails on the 2.0 form of runtime
+            # parameters (KeyError 'parameterType').
+            use_pipeline_spec_2_1=True))
+    job = runner.run(pipeline, write_out=False)
+    _complete_spec(job["pipelineSpec"], parameters.values(), pipeline_root)
+
+    output_file = os.path.abspath(output_file)
+    os.makedirs(os.path.dirname(output_file), exist_ok=True)
+    # TFX's own writer, as runner.run() would call it: the .yaml holds the
+    # pipeline spec alone (with KFP's comment header), the .json the whole
+    # PipelineJob.
+    kubeflow_v2_dag_runner._write_pipeline_spec_to_file(  # pylint: disable=protected-access
+        job, f"tfx-recsys, compiled by tfx {tfx_version.__version__}", output_file)
+    return output_file
+
+
+def _complete_spec(spec: dict, parameters: Iterable, pipeline_root: str) -> None:
+    """Adds what KubeflowV2DagRunner leaves out of the pipeline spec.
+
+    TFX declares each RuntimeParameter as a root input parameter with its type
+    only: its default goes nowhere, and the .yaml form drops the PipelineJob's
+    runtimeConfig and with it the pipeline root. So KFP would demand every
+    parameter at submit time and know no root. Both are fields of the
+    pipeline spec itself; the result is checked against kfp's proto.
+    """
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    for parameter in parameters:
+        declared[parameter.name].update(defaultValue=parameter.default,
+                                        isOptional=True)
+        if parameter.description:
+            declared[parameter.name]["description"] = parameter.description
+    spec["defaultPipelineRoot"] = pipeline_root
+    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+
+
+def declared_parameters(spec_file: str) -> Dict[str, dict]:
+    """Root input parameters of a compiled .yaml spec: name -> ParameterSpec dict."""
+    import yaml
+
+    with open(spec_file) as f:
+        documents = [d for d in yaml.safe_load_all(f) if d]
+    specs = [d for d in documents if "pipelineInfo" in d]
+    if len(specs) != 1:
+        raise ValueError(f"{spec_file} holds no KFP pipeline spec")
+    return dict(specs[0].get("root", {}).get("inputDefinitions", {})
+                .get("parameters", {}))
+
+
+def typed_params(spec_file: str, params: Mapping[str, object]) -> Dict[str, object]:
+    """Checks names against the spec; converts strings to the declared types."""
+    declared = declared_parameters(spec_file)
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown runtime parameter(s) {', '.join(unknown)}: "
+                         f"{spec_file} declares {', '.join(sorted(declared))}")
+    convert = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float}
+    result = {}
+    for name, value in params.items():
+        kind = declared[name].get("parameterType")
+        try:
+            result[name] = (convert[kind](value)
+                            if kind in convert and isinstance(value, str) else value)
+        except ValueError:
+            raise ValueError(f"runtime parameter {name} is {kind}, got {value!r}") from None
+    return result
+
+
+def submit(host: str, spec_file: str, run_name: Optional[str] = None,
+           params: Optional[Mapping[str, object]] = None) -> str:
+    """Starts a run of a compiled `.yaml` spec on a KFP endpoint; returns its id.
+
+    `params` set runtime parameters by name (strings are converted to the
+    types the spec declares; unknown names are an error). Parameters not
+    given take their defaults from the spec, as does the pipeline root.
+    A Vertex `.json` PipelineJob is submitted with Vertex AI's own tools.
+    """
+    if not spec_file.endswith((".yaml", ".yml")):
+        raise ValueError(f"submit takes a KFP v2 .yaml spec, got {spec_file} "
+                         "(a Vertex .json PipelineJob goes to Vertex AI)")
+    arguments = typed_params(spec_file, params or {})
+    import kfp
+
+    client = kfp.Client(host=host)
+    result = client.create_run_from_pipeline_package(
+        spec_file, arguments=arguments, run_name=run_name)
+    return result.run_id
+
+
+# --------------------------------------------------------------------------
+# recsys compile, recsys submit
+
+
+def _error(message: str) -> int:
+    print(f"recsys: error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_compile(args) -> int:
+    output = args.output or f"{config.PIPELINE_NAME}{_EXTENSIONS[args.target][0]}"
+    try:
+        path = compile_pipeline(
+            output, image=args.image, pipeline_root=args.pipeline_root,
+            data_path=args.data, serving_dir=args.serving_dir, target=args.target,
+            beam_pipeline_args=args.beam_arg or None)
+    except ValueError as e:
+        return _error(str(e))
+    print(path)
+    return 0
+
+
+def cmd_submit(args) -> int:
+    import kfp_server_api
+    import urllib3
+
+    try:
+        run_id = submit(args.host, args.spec, run_name=args.run_name,
+                        params=dict(args.param or []))
+    except (ValueError, OSError) as e:
+        return _error(str(e))
+    except urllib3.exceptions.HTTPError as e:
+        return _error(f"cannot reach Kubeflow Pipelines at {args.host} "
+                      f"({type(e).__name__})")
+    except kfp_server_api.exceptions.ApiException as e:
+        return _error(f"Kubeflow Pipelines at {args.host} refused the run: "
+                      f"{e.status} {e.reason}")
+    print(run_id)
+    return 0
+
+
+def _name_value(text: str):
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def add_commands(subparsers) -> None:
+    """Registers `compile` and `submit` on an argparse subparsers object.
+
+    Each sets `func`: takes the parsed args, prints one line (the written
+    file, the run id) and returns the exit code.
+    """
+    comp = subparsers.add_parser(
+        "compile", help="compile the pipeline for Kubeflow Pipelines or Vertex AI")
+    comp.add_argument("--target", choices=TARGETS, default="kubeflow",
+                      help="kubeflow: KFP v2 pipeline spec (.yaml); vertex: "
+                           "Vertex AI PipelineJob (.json) (default: %(default)s)")
+    comp.add_argument("--image", default=DEFAULT_IMAGE,
+                      help="image of every task, built from kubeflow/Dockerfile "
+                           "and pushed (default: %(default)s, a placeholder)")
+    comp.add_argument("--output",
+                      help="file to write: .yaml for kubeflow, .json for vertex "
+                           f"(default: {config.PIPELINE_NAME}.yaml or .json)")
+    comp.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT,
+                      help="artifact root of the runs (default: %(default)s)")
+    comp.add_argument("--data", default=DEFAULT_DATA_PATH,
+                      help="default of the data_path runtime parameter, a path "
+                           "mounted in the pods (default: %(default)s)")
+    comp.add_argument("--serving-dir", default=DEFAULT_SERVING_DIR,
+                      help="default of the serving_dir runtime parameter "
+                           "(default: %(default)s)")
+    comp.add_argument("--beam-arg", action="append", metavar="ARG",
+                      help="a Beam pipeline option for the components, "
+                           "repeatable; write it as --beam-arg=--option=value "
+                           "(default: " + " ".join(DEFAULT_BEAM_ARGS) + ")")
+    comp.set_defaults(func=cmd_compile)
+
+    sub = subparsers.add_parser(
+        "submit", help="start a run of a compiled .yaml spec on Kubeflow Pipelines")
+    sub.add_argument("--host", required=True,
+                     help="KFP API endpoint, e.g. http://localhost:8080")
+    sub.add_argument("--spec", required=True, help="the compiled .yaml spec")
+    sub.add_argument("--run-name", help="name of the run (default: kfp's)")
+    sub.add_argument("--param", action="append", type=_name_value,
+                     metavar="NAME=VALUE",
+                     help="set a runtime parameter, repeatable (e.g. "
+                          "data_path=/gcs/bucket/data); unset ones keep the "
+                          "spec's defaults")
+    sub.set_defaults(func=cmd_submit)
