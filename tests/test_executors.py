@@ -18,6 +18,7 @@ from tfx_recsys.components.interactions_example_gen import component as example_
 from tfx_recsys.components.interactions_example_gen import executor as example_gen_executor
 from tfx_recsys.components.retrieval_evaluator import executor as evaluator_executor
 from tfx_recsys.components.scann_pusher import executor as pusher_executor
+from tfx_recsys.components.scann_pusher import publishing
 from tfx_recsys.data.native import DataError
 from tfx_recsys import run_summary
 
@@ -241,6 +242,14 @@ def test_pusher_publishes_scann_brute_force_and_embeddings_and_keeps_n(tiny_run,
     assert first.get_float_custom_property("serving_latency_ms_p50") > 0
     assert first.get_int_custom_property("num_items") == 80
 
+    # The same model again: already served, so no new version.
+    again, _ = _run_pusher(tiny_run, tmp_path, blessed=1, gate=gate, name="again")
+    assert again.get_string_custom_property("pushed_version") == version
+    assert again.get_string_custom_property("reason") == "already serving this model"
+
+    # A version made from something else (here: its record removed) is
+    # replaced by a new one, and keep_versions=1 prunes it.
+    os.remove(serving / version / publishing.SOURCE_FILE)
     second, _ = _run_pusher(tiny_run, tmp_path, blessed=1, gate=gate, name="second")
     newer = second.get_string_custom_property("pushed_version")
     assert int(newer) > int(version)
