@@ -255,3 +255,12 @@ def test_pusher_publishes_scann_brute_force_and_embeddings_and_keeps_n(tiny_run,
     assert int(newer) > int(version)
     for model in ("retrieval", "retrieval_bruteforce", "retrieval_embeddings"):
         assert os.listdir(tmp_path / "serving" / model) == [newer]
+
+
+def test_example_gen_writes_the_same_records_in_the_same_order_every_run(tiny_data, tmp_path):
+    runs = [_run_example_gen(tiny_data, tmp_path / f"run{i}") for i in range(2)]
+    for split, artifact_index in ((config.TRAIN_SPLIT, 0), (config.EVAL_SPLIT, 0),
+                                  (config.ITEMS_SPLIT, 1)):
+        first, second = (list(examples_io.read_rows(run[artifact_index].uri, split))
+                         for run in runs)
+        assert first == second and first
