@@ -109,7 +109,7 @@ def prepare_model(model_dir: str, data_dir: str, root: str):
     """
     if not data_dir:
         data_dir = os.path.join(root, "data")
-        if not os.path.exists(os.path.join(data_dir, native.USERS_FILE)):
+        if not os.path.exists(os.path.join(data_dir, native.ITEMS_FILE)):
             synthetic.generate_synthetic(data_dir, **DATASET)
     return model_dir or trained_model_dir(data_dir, os.path.join(root, "run")), data_dir
 

@@ -66,8 +66,7 @@ IMAGE_SCHEMA_PATH = "/opt/tfx-recsys/schemas/interactions.pbtxt"
 # Beam inside each component's pod: in-process FnApiRunner (the DirectRunner
 # would first try to download Prism at run time). Pass other options (e.g.
 # DataflowRunner and its settings) through beam_pipeline_args / --beam-arg.
-DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory",
-                     "--direct_num_workers=1")
+from tfx_recsys.pipeline.local_runner import DEFAULT_BEAM_ARGS  # noqa: E402  light
 
 # Runtime parameter name -> (type, description). Each replaces the
 # create_pipeline() argument of the same name; compile_pipeline()'s argument
@@ -201,8 +200,11 @@ def declared_parameters(spec_file: str) -> Dict[str, dict]:
     """Root input parameters of a compiled .yaml spec: name -> ParameterSpec dict."""
     import yaml
 
-    with open(spec_file) as f:
-        documents = [d for d in yaml.safe_load_all(f) if d]
+    try:
+        with open(spec_file) as f:
+            documents = [d for d in yaml.safe_load_all(f) if d]
+    except yaml.YAMLError as e:
+        raise ValueError(f"{spec_file} is not valid YAML: {e}") from None
     specs = [d for d in documents if "pipelineInfo" in d]
     if len(specs) != 1:
         raise ValueError(f"{spec_file} holds no KFP pipeline spec")
@@ -266,7 +268,7 @@ def cmd_compile(args) -> int:
             output, image=args.image, pipeline_root=args.pipeline_root,
             data_path=args.data, serving_dir=args.serving_dir, target=args.target,
             beam_pipeline_args=args.beam_arg or None)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         return _error(str(e))
     print(path)
     return 0

@@ -1,8 +1,8 @@
 """The tfx-recsys pipeline: raw CSVs to a pushed ScaNN-indexed SavedModel.
 
 `create_pipeline()` takes every path and setting as a parameter; the runners
-(`local_runner.py`, later Kubeflow) only choose the orchestrator, the paths and
-the metadata store.
+(`local_runner.py`, `kubeflow_runner.py`) only choose the orchestrator, the
+paths and the metadata store.
 """
 
 from typing import Dict, List, Optional, Sequence

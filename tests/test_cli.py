@@ -157,7 +157,7 @@ def test_lineage_leads_from_the_pushed_model_to_the_data_and_draws_it(tiny_run, 
     for fact in ("PushedModel", "<- ScannPusher", "<- Trainer", "<- Transform",
                  "<- InteractionsExampleGen", f"input_base: {tiny_data}",
                  "input_fingerprint:", "code_fingerprint=", "blessed: 1",
-                 "index_recall_at_10:", "schema_file:"):
+                 "index_recall:", "schema_file:"):
         assert fact in text, fact
     svg = text.strip().splitlines()[-1].split("picture: ")[1]
     drawing = xml.dom.minidom.parse(svg)
@@ -166,3 +166,19 @@ def test_lineage_leads_from_the_pushed_model_to_the_data_and_draws_it(tiny_run, 
     assert any(label == "InteractionsExampleGen" for label in labels)
     assert_one_line_error(recsys("lineage", "--root", tiny_run.root, "--version", "1"),
                           "no pushed model with version 1")
+
+
+def test_run_refuses_impossible_synthetic_sizes(tmp_path):
+    assert_one_line_error(recsys("run", "--data", "synthetic", "--root", str(tmp_path),
+                                 "--num-users", "0"), "synthetic data:")
+
+
+def test_serve_on_a_port_in_use(tiny_run):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_error(recsys("serve", "--root", tiny_run.root, "--port", str(port)),
+                              f"cannot listen on 127.0.0.1:{port}")

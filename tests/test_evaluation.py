@@ -105,3 +105,21 @@ def test_baselines_are_fitted_on_train_pairs_and_score_users_by_their_history():
     np.testing.assert_array_equal(popular[0], [3, 2, 1, 0])
     assert evaluation.skipped_baselines(4) == {}
     assert "ease" in evaluation.skipped_baselines(10**6)
+
+
+def test_a_baseline_that_was_not_computed_fails_its_check():
+    gate = config.BlessingConfig(metric="recall@10", beat_baselines=("ease",))
+    blessed, checks = evaluation.decide_blessing({"recall@10": 0.5}, {}, None, gate)
+    assert not blessed and any("ease was not computed" in c for c in checks)
+
+
+def test_the_component_refuses_unknown_baselines():
+    from tfx import v1 as tfx
+
+    from tfx_recsys.components.retrieval_evaluator.component import RetrievalEvaluator
+
+    channel = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples)
+    model = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
+    with pytest.raises(ValueError, match="unknown baselines.*popular"):
+        RetrievalEvaluator(model=model, examples=channel, items=channel,
+                           blessing=config.BlessingConfig(beat_baselines=("popular",)))

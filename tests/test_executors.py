@@ -238,7 +238,8 @@ def test_pusher_publishes_scann_brute_force_and_embeddings_and_keeps_n(tiny_run,
     embeddings = tmp_path / "serving" / "retrieval_embeddings" / version
     assert np.load(embeddings / "item_embeddings.npy").shape[0] == 80
     assert len((embeddings / "item_ids.txt").read_text().split()) == 80
-    assert first.get_float_custom_property("index_recall_at_10") >= 0.95
+    assert first.get_float_custom_property("index_recall") >= 0.95
+    assert first.get_int_custom_property("index_recall_k") == 10
     assert first.get_float_custom_property("serving_latency_ms_p50") > 0
     assert first.get_int_custom_property("num_items") == 80
 

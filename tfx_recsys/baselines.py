@@ -335,6 +335,10 @@ def load_split(dataset_dir: str, eval_fraction: float = 0.2) -> Split:
         eval_items: Dict[int, None] = {}
         for split, interaction in splitting.split_user_history(histories[user_id],
                                                                eval_fraction):
+            if interaction["item_id"] not in item_index:
+                raise native.DataError(
+                    f"{path}: item_id {interaction['item_id']!r} has no row in "
+                    f"{native.ITEMS_FILE}. Add its features or drop its interactions.")
             item = item_index[interaction["item_id"]]
             if split == "train":
                 users.append(u)

@@ -7,7 +7,7 @@
   recsys lineage --root DIR [--version V]
   recsys runs --root DIR
   recsys compile --target kubeflow|vertex [--image IMAGE] [--output FILE]
-  recsys submit --host URL --spec FILE
+  recsys submit --host URL --spec FILE [--param NAME=VALUE]
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and
 argument errors are instant. Expected failures (bad data, missing root, no
@@ -48,6 +48,9 @@ def _prepare_environment() -> None:
 class _ComponentProgress(logging.Handler):
     """Prints one line as each component starts and ends, with its duration."""
 
+    _MESSAGES = ("Component %s is running.", "Component %s is finished.",
+                 "A cached execution %d is used.")
+
     def __init__(self, stream):
         super().__init__(logging.INFO)
         self._stream = stream
@@ -55,7 +58,7 @@ class _ComponentProgress(logging.Handler):
         self.durations = {}
 
     def emit(self, record):
-        if not record.args:
+        if record.msg not in self._MESSAGES or not isinstance(record.args, tuple):
             return
         message, name = record.msg, record.args[0]
         if message == "Component %s is running.":
@@ -81,6 +84,7 @@ def _log_to_file(root: str) -> str:
     root_logger = logging.getLogger()
     for old in list(root_logger.handlers):
         root_logger.removeHandler(old)
+        old.close()
     root_logger.addHandler(handler)
     root_logger.setLevel(logging.INFO)
     return path
@@ -116,9 +120,12 @@ def _resolve_data(args) -> str:
             args.root, "data", f"synthetic-u{args.num_users}-i{args.num_items}"
             f"-n{args.num_interactions}-s{args.data_seed}")
         if not os.path.exists(os.path.join(directory, native.ITEMS_FILE)):
-            synthetic.generate_synthetic(
-                directory, num_users=args.num_users, num_items=args.num_items,
-                num_interactions=args.num_interactions, seed=args.data_seed)
+            try:
+                synthetic.generate_synthetic(
+                    directory, num_users=args.num_users, num_items=args.num_items,
+                    num_interactions=args.num_interactions, seed=args.data_seed)
+            except ValueError as e:
+                raise UserError(f"synthetic data: {e}") from None
         print(f"data: synthetic, {args.num_interactions} interactions "
               f"({directory})")
         return directory
@@ -146,7 +153,8 @@ def cmd_run(args) -> int:
     # verbosity flag (not just the logger level) must say INFO, or a later
     # flag parse resets it.
     absl_logging.set_verbosity(absl_logging.INFO)
-    logging.getLogger("absl").addHandler(_ComponentProgress(sys.stdout))
+    progress = _ComponentProgress(sys.stdout)
+    logging.getLogger("absl").addHandler(progress)
 
     training = config.TwoTowerConfig(
         **{k: v for k, v in (("epochs", args.epochs), ("seed", args.seed))
@@ -155,9 +163,12 @@ def cmd_run(args) -> int:
         metric=args.blessing_metric, min_value=args.min_value,
         max_regression=args.max_regression)
     started = time.monotonic()
-    with _stderr_to(log_path):
-        local_runner.run(data_dir, args.root, training=training,
-                         enable_cache=not args.no_cache, blessing=blessing)
+    try:
+        with _stderr_to(log_path):
+            local_runner.run(data_dir, args.root, training=training,
+                             enable_cache=not args.no_cache, blessing=blessing)
+    finally:
+        logging.getLogger("absl").removeHandler(progress)
     total = time.monotonic() - started
 
     result = run_summary.summary(args.root)
@@ -172,11 +183,12 @@ def cmd_run(args) -> int:
     blessing = result.get("evaluation", {}).get("blessing", {})
     print(f"\nblessed: {'yes' if blessing.get('blessed') else 'no'} "
           f"({blessing.get('reason', 'no evaluation')})")
-    if result.get("pushed") and result.get("index_recall_at_10") is None:
+    if result.get("pushed") and result.get("index_recall") is None:
         print(f"pushed:  {result['pushed_destination']} ({result.get('reason')})")
     elif result.get("pushed"):
         print(f"pushed:  {result['pushed_destination']}\n"
-              f"         ScaNN recall@10 vs exact {result['index_recall_at_10']:.3f}, "
+              f"         ScaNN recall@{result['index_recall_k']} vs exact "
+              f"{result['index_recall']:.3f}, "
               f"search {result['index_latency_ms_p50']:.3f} ms (exact "
               f"{result['exact_search_latency_ms_p50']:.3f} ms), whole signature "
               f"{result['serving_latency_ms_p50']:.2f} ms (p50, one user)")
@@ -210,21 +222,17 @@ def cmd_recommend(args) -> int:
     from tfx_recsys import run_summary
     from tfx_recsys.components.scann_pusher import publishing
     from tfx_recsys.data import native
-    from tfx_recsys.pipeline.local_runner import RunPaths
 
-    paths = RunPaths(os.path.abspath(args.root))
-    if not os.path.isdir(paths.root):
-        raise UserError(f"root {paths.root} does not exist; run `recsys run "
-                        f"--root {args.root}` first")
-    model_dir = publishing.latest_version_dir(paths.serving_dir)
+    serving_dir = _serving_dir(args.root)
+    model_dir = publishing.latest_version_dir(serving_dir)
     if model_dir is None:
-        raise UserError(f"no pushed model under {paths.serving_dir}; run "
+        raise UserError(f"no pushed model under {serving_dir}; run "
                         f"`recsys run --root {args.root}` (the model must be "
                         "blessed to be pushed)")
-    try:
-        data_dir = run_summary.data_path(run_summary.open_store(paths.root))
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from None
+    data_dir = run_summary.data_path(_open_store(args.root))
+    if data_dir is None:
+        raise UserError(f"no pipeline run recorded in {os.path.abspath(args.root)}")
+    native.validate_dataset_dir(data_dir)  # it may have moved since the run
     users_csv = os.path.join(data_dir, native.USERS_FILE)
     user = _find_row(users_csv, native.USER_COLUMNS, "user_id", args.user)
     if user is None:
@@ -273,16 +281,20 @@ def cmd_serve(args) -> int:
     from tfx_recsys.serving import http_server
 
     serving_dir = _serving_dir(args.root)
-    http_server.run_server(serving_dir, config.MODEL_NAME, host=args.host,
-                           port=args.port)
+    try:
+        http_server.run_server(serving_dir, config.MODEL_NAME, host=args.host,
+                               port=args.port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: "
+                        f"{e.strerror or e}") from None
     return 0
 
 
 def cmd_rollback(args) -> int:
     """Re-publishes an older version as the newest, in every sibling model dir."""
-    from tfx_recsys.components.scann_pusher import executor, publishing
+    from tfx_recsys.components.scann_pusher import publishing
 
-    dirs = executor.sibling_dirs(_serving_dir(args.root))
+    dirs = publishing.sibling_dirs(_serving_dir(args.root))
     published = publishing.versions(dirs["scann"])
     if len(published) < 2 and args.to is None:
         raise UserError(f"nothing to roll back to: {dirs['scann']} has "
@@ -291,9 +303,9 @@ def cmd_rollback(args) -> int:
     if target not in published:
         raise UserError(f"no version {target} in {dirs['scann']}; there are {published}")
     version = publishing.new_version(list(dirs.values()))
-    for role, directory in dirs.items():
-        if target in publishing.versions(directory):
-            publishing.republish(directory, target, version)
+    for role in publishing.PUBLISH_ORDER:  # the ScaNN model last, as a push does
+        if target in publishing.versions(dirs[role]):
+            publishing.republish(dirs[role], target, version)
     print(f"version {target} is now served again as version {version} "
           f"(in {os.path.dirname(dirs['scann'])})")
     return 0

@@ -1,6 +1,6 @@
 """Calling the Trainer's SavedModel signatures on Python rows, in batches."""
 
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 

@@ -20,7 +20,7 @@ from tfx_recsys import run_summary
 # Facts worth showing, per artifact type and per execution type (class name).
 _ARTIFACT_FACTS = {
     "Examples": ("input_fingerprint", "span"),
-    "PushedModel": ("pushed_version", "pushed_destination", "index_recall_at_10",
+    "PushedModel": ("pushed_version", "pushed_destination", "index_recall_k", "index_recall",
                     "index_latency_ms_p50", "serving_latency_ms_p50", "reason"),
     "ModelBlessing": ("blessed", "reason"),
     "ModelEvaluation": ("recall@10", "recall@100", "ndcg@10"),
@@ -48,7 +48,7 @@ class Node:
     inputs: List["Node"] = dataclasses.field(default_factory=list)
 
 
-def _type_name(store, entity, getter) -> str:
+def _type_name(entity, getter) -> str:
     return getter([entity.type_id])[0].name.split(".")[-1]
 
 
@@ -66,7 +66,7 @@ def _node(store, artifact, seen: Dict[int, Node]) -> Node:
 
     if artifact.id in seen:
         return seen[artifact.id]
-    kind = _type_name(store, artifact, store.get_artifact_types_by_id)
+    kind = _type_name(artifact, store.get_artifact_types_by_id)
     node = Node(artifact.id, kind, artifact.uri,
                 _facts(artifact, _ARTIFACT_FACTS.get(kind, ())))
     seen[artifact.id] = node
@@ -74,7 +74,7 @@ def _node(store, artifact, seen: Dict[int, Node]) -> Node:
                  if e.type == metadata_store_pb2.Event.OUTPUT]
     if producers:
         [execution] = store.get_executions_by_id([producers[0]])
-        node.producer = _type_name(store, execution, store.get_execution_types_by_id)
+        node.producer = _type_name(execution, store.get_execution_types_by_id)
         node.producer_facts = _facts(execution, _EXECUTION_FACTS.get(node.producer, ()))
         if node.producer == "RetrievalEvaluator":  # the metrics behind a blessing
             for evaluation in run_summary.output_artifacts(store, execution, "evaluation"):
@@ -212,7 +212,7 @@ def runs(store) -> List[Dict[str, object]]:
             "failed": sum(e.last_known_state == state.FAILED for e in executions),
         }
         for execution in executions:
-            kind = _type_name(store, execution, store.get_execution_types_by_id)
+            kind = _type_name(execution, store.get_execution_types_by_id)
             if kind == "RetrievalEvaluator":
                 for artifact in run_summary.output_artifacts(store, execution):
                     for name in ("recall@100", "ndcg@10", "blessed"):

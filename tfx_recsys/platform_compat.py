@@ -98,7 +98,8 @@ def try_load(path: str) -> LoadResult:
     code = "import ctypes, sys; ctypes.CDLL(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", code, path],
                           capture_output=True, text=True)
-    error = proc.stderr.strip().splitlines()[-1] if proc.returncode else ""
+    lines = proc.stderr.strip().splitlines()
+    error = (lines[-1] if lines else f"exit code {proc.returncode}") if proc.returncode else ""
     return LoadResult(path, proc.returncode == 0, error)
 
 
@@ -214,7 +215,11 @@ def main(argv=None) -> int:
     if args.check:
         results = [try_load(os.path.join(site_packages(), r)) for r in EXTENSIONS]
     else:
-        results = ensure_compatible()
+        try:
+            results = ensure_compatible()
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            print(f"platform_compat: {e}", file=sys.stderr)
+            return 1
     for r in results:
         print(f"platform_compat: {'ok ' if r.ok else 'FAIL'} {r.path} {r.error}")
     return 0 if all(r.ok for r in results) else 1

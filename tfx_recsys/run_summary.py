@@ -9,7 +9,6 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from tfx_recsys import config
 
 METADATA_FILE = "metadata.sqlite"
 
@@ -119,7 +118,7 @@ def summary(root: str) -> Dict:
             result["pushed"] = bool(property_value(artifact, "pushed", 0))
             result["pushed_destination"] = property_value(artifact,
                                                           "pushed_destination")
-            for name in ("reason", "index_recall_at_10", "index_latency_ms_p50",
+            for name in ("reason", "index_recall", "index_recall_k", "index_latency_ms_p50",
                          "serving_latency_ms_p50", "exact_search_latency_ms_p50"):
                 result[name] = property_value(artifact, name)
     return result

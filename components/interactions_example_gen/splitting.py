@@ -10,7 +10,7 @@ broken by item_id so the split is deterministic.
 """
 
 import math
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 from tfx_recsys.data import native
 
@@ -25,7 +25,7 @@ def _parse_number(raw: str, kind, path: str, line: int, column: str,
         return kind(raw)
     except ValueError:
         raise native.DataError(
-            f"{path}, line {line}, column '{column}': expected "
+            f"{native.location(path, line, column)}: expected "
             f"{'an integer' if kind is int else 'a number'}, got {raw!r}. "
             "Fix or remove the row.") from None
 
@@ -33,7 +33,7 @@ def _parse_number(raw: str, kind, path: str, line: int, column: str,
 def _require(raw: str, path: str, line: int, column: str) -> str:
     if raw == "":
         raise native.DataError(
-            f"{path}, line {line}, column '{column}' is empty; every row "
+            f"{native.location(path, line, column)} is empty; every row "
             "needs a value there.")
     return raw
 

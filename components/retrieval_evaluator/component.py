@@ -27,7 +27,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from tfx_recsys import config
-from tfx_recsys.components.retrieval_evaluator import executor
+from tfx_recsys.components.retrieval_evaluator import evaluation, executor
 
 MODEL_KEY = "model"
 BASELINE_MODEL_KEY = "baseline_model"
@@ -78,6 +78,10 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
                  top_ks: Sequence[int] = config.TOP_KS,
                  blessing: config.BlessingConfig = config.BlessingConfig()):
         config.check_metric_name(blessing.metric, top_ks)
+        unknown = set(blessing.beat_baselines) - set(evaluation.BASELINES)
+        if unknown:
+            raise ValueError(f"unknown baselines {sorted(unknown)} in beat_baselines; "
+                             f"choose from {list(evaluation.BASELINES)}")
         spec = RetrievalEvaluatorSpec(
             model=model, baseline_model=baseline_model, examples=examples,
             items=items, top_ks=json.dumps(list(top_ks)),

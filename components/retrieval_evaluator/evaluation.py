@@ -28,6 +28,7 @@ ACTIVITY_EDGES = (1, 5, 20, 100)  # bucket lower bounds beyond 0
 MOST_POPULAR = "most_popular"
 ITEM_KNN = "item_knn"
 EASE = "ease"
+BASELINES = (MOST_POPULAR, ITEM_KNN, EASE)
 
 
 @dataclasses.dataclass
@@ -205,6 +206,10 @@ def decide_blessing(model: Dict[str, float], baselines: Dict[str, Dict[str, floa
                f"{metric} {value:.4f} {'>=' if value >= gate.min_value else '<'} "
                f"threshold {gate.min_value:.4f}")]
     for name in gate.beat_baselines:
+        if metric not in baselines.get(name, {}):
+            checks.append((False, f"baseline {name} was not computed, so the model "
+                           "cannot be shown to beat it"))
+            continue
         other = baselines[name][metric]
         checks.append((value > other, f"{metric} {value:.4f} "
                        f"{'beats' if value > other else 'does not beat'} {name} {other:.4f}"))

@@ -21,6 +21,7 @@ from tfx.utils import path_utils
 
 from tfx_recsys import config, embedding, examples_io
 from tfx_recsys.components.retrieval_evaluator import evaluation
+from tfx_recsys.models import two_tower
 
 METRICS_FILE = "metrics.json"
 TFMA_METRICS_FILE = "metrics-00000-of-00001.tfrecord"
@@ -105,7 +106,8 @@ def _loadable(model_dir: Optional[str]) -> Optional[str]:
         return None
     try:
         model = embedding.load(model_dir)
-        missing = [name for name in ("query_embedding", "candidate_embedding")
+        missing = [name for name in (two_tower.QUERY_SIGNATURE,
+                                     two_tower.CANDIDATE_SIGNATURE)
                    if not hasattr(model, name)]
     except Exception as e:  # an unreadable old model must not block new ones
         logging.warning("Last blessed model at %s cannot be loaded: %s", model_dir, e)
@@ -212,8 +214,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report = {
             "top_ks": ks,
             "model": _nest(by_model, MODEL),
-            "baselines": {name: _nest(by_model, name) for name in
-                          (evaluation.MOST_POPULAR, evaluation.ITEM_KNN, evaluation.EASE)
+            "baselines": {name: _nest(by_model, name) for name in evaluation.BASELINES
                           if name in by_model},
             "last_blessed": (dict(_nest(by_model, LAST_BLESSED), uri=last_blessed.uri,
                                   artifact_id=last_blessed.id)

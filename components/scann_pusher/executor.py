@@ -25,14 +25,6 @@ from tfx_recsys.components.scann_pusher import publishing, tuning
 TUNING_FILE = "index_tuning.json"
 MAX_QUERIES = 1000  # held-out queries used to tune and check the index
 MIN_SPLIT_QUERIES = 40  # fewer: tune and check on the same queries
-BRUTE_FORCE_SUFFIX = "_bruteforce"
-EMBEDDINGS_SUFFIX = "_embeddings"
-
-
-def sibling_dirs(serving_dir: str) -> Dict[str, str]:
-    """The three model directories a push writes, by role."""
-    return {"scann": serving_dir, "brute_force": serving_dir + BRUTE_FORCE_SUFFIX,
-            "embeddings": serving_dir + EMBEDDINGS_SUFFIX}
 
 
 def _held_out_users(examples_uri: str) -> List[dict]:
@@ -65,7 +57,7 @@ class Executor(pusher_executor.Executor):
             return
 
         model_path = self.GetModelPath(input_dict)
-        dirs = sibling_dirs(exec_properties["serving_dir"])
+        dirs = publishing.sibling_dirs(exec_properties["serving_dir"])
         serving_now = publishing.latest_version_dir(dirs["scann"])
         if serving_now and (publishing.read_source(serving_now) or {}).get(
                 "model_path") == model_path:
@@ -111,11 +103,13 @@ class Executor(pusher_executor.Executor):
 
         index = scann_index.ScannIndex(searcher, item_ids, k,
                                        tuned.chosen.settings.num_leaves_to_search)
+        recall_k = min(gate.recall_k, k)
         recall = scann_index.recall_against_exact(index, check_queries, item_embeddings,
-                                                  item_ids, k=min(gate.recall_k, k))
+                                                  item_ids, k=recall_k)
         for name, value in dataclasses.asdict(tuned.chosen.settings).items():
             pushed.set_int_custom_property(f"index_{name}", value)
-        pushed.set_float_custom_property(f"index_recall_at_{gate.recall_k}", recall)
+        pushed.set_float_custom_property("index_recall", recall)
+        pushed.set_int_custom_property("index_recall_k", recall_k)
         pushed.set_float_custom_property("index_latency_ms_p50", tuned.chosen.latency_ms_p50)
         pushed.set_int_custom_property("num_items", len(item_ids))
         pushed.set_int_custom_property("top_k", k)
@@ -123,7 +117,7 @@ class Executor(pusher_executor.Executor):
                      tuned.chosen.settings, gate.recall_k, recall,
                      tuned.chosen.latency_ms_p50, tuned.exact_latency_ms_p50)
         if recall < gate.target_recall:
-            return self._refuse(pushed, f"ScaNN recall@{gate.recall_k} {recall:.3f} on "
+            return self._refuse(pushed, f"ScaNN recall@{recall_k} {recall:.3f} on "
                                 f"check queries < target {gate.target_recall}")
         if tuned.chosen.latency_ms_p50 > gate.max_latency_ms:
             return self._refuse(pushed, f"ScaNN latency p50 {tuned.chosen.latency_ms_p50:.3f} "
@@ -145,8 +139,7 @@ class Executor(pusher_executor.Executor):
         pushed.set_float_custom_property("serving_latency_ms_p50", latency["p50"])
         pushed.set_float_custom_property("serving_latency_ms_p99", latency["p99"])
 
-        # The ScaNN model last: when servers see it, its siblings exist.
-        for role in ("embeddings", "brute_force", "scann"):
+        for role in publishing.PUBLISH_ORDER:
             publishing.publish(staged[role], dirs[role], version)
             publishing.prune(dirs[role], gate.keep_versions)
         destination = os.path.join(dirs["scann"], str(version))

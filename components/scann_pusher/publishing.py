@@ -10,12 +10,24 @@ import json
 import os
 import shutil
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 STAGING_PREFIX = ".staging-"
 # Where a version records what it was made from. TF Serving ignores
 # assets.extra/ inside a SavedModel directory; it exists for such files.
 SOURCE_FILE = os.path.join("assets.extra", "tfx_recsys_source.json")
+
+BRUTE_FORCE_SUFFIX = "_bruteforce"
+EMBEDDINGS_SUFFIX = "_embeddings"
+# Publish the siblings first: when servers see a new ScaNN version, its
+# brute-force fallback and embeddings already exist.
+PUBLISH_ORDER = ("embeddings", "brute_force", "scann")
+
+
+def sibling_dirs(serving_dir: str) -> Dict[str, str]:
+    """The three model directories a push writes, by role."""
+    return {"scann": serving_dir, "brute_force": serving_dir + BRUTE_FORCE_SUFFIX,
+            "embeddings": serving_dir + EMBEDDINGS_SUFFIX}
 
 
 def versions(model_dir: str) -> List[int]:

@@ -18,7 +18,6 @@ GENRES = "genres"
 AGE_BUCKET = "age_bucket"
 
 USER_FEATURES = ("user_id", "gender", "occupation", AGE_BUCKET)
-ITEM_FEATURES = ("item_id", GENRES)
 
 
 def _vocabulary_ids(values, name):

@@ -25,6 +25,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from tfx_recsys import config
+from tfx_recsys.data import native
 from tfx_recsys.models import features
 
 QUERY_SIGNATURE = "query_embedding"
@@ -156,7 +157,7 @@ class ExportModule(tf.Module):
         tf.TensorSpec([None], tf.string, "genres"),
     ])
     def candidate_embedding(self, item_id, genres):
-        bags = tf.strings.split(genres, sep="|")
+        bags = tf.strings.split(genres, sep=native.GENRE_SEPARATOR)
         bags = tf.ragged.boolean_mask(bags, tf.strings.length(bags) > 0)
         raw = {"item_id": tf.reshape(item_id, [-1, 1]),
                features.GENRES: bags.to_sparse()}

@@ -703,11 +703,12 @@ class ModelServer(ThreadingHTTPServer):
 
     def __init__(self, address: Tuple[str, int], watcher: ModelWatcher,
                  model_name: str, max_body_bytes: int, max_batch: int):
-        super().__init__(address, _Handler)
+        # Set before binding: a failed bind calls server_close(), which needs them.
         self.watcher = watcher
         self.model_name = model_name
         self.max_body_bytes = max_body_bytes
         self.max_batch = max_batch
+        super().__init__(address, _Handler)
 
     @property
     def url(self) -> str:
