@@ -64,6 +64,7 @@ from typing import Callable, Dict, List, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401  (registers the ScaNN op: saved models load)
 import tensorflow as tf  # noqa: E402
+from tfx.utils import path_utils  # noqa: E402
 
 from tfx_recsys import config, embedding, run_summary  # noqa: E402
 from tfx_recsys.components.scann_pusher import index, tuning  # noqa: E402
@@ -123,7 +124,7 @@ def trained_model_dir(data_dir: str, run_root: str) -> str:
     store = run_summary.open_store(run_root)
     execution = run_summary.latest_execution(store, "Trainer")
     [model] = run_summary.output_artifacts(store, execution, "model")
-    return os.path.join(model.uri, "Format-Serving")
+    return path_utils.serving_model_path(model.uri)
 
 
 def read_users(data_dir: str) -> List[Dict[str, object]]:

@@ -35,3 +35,18 @@ def tiny_run(tmp_path_factory, tiny_data):
                             training=config.TwoTowerConfig(epochs=5, batch_size=256),
                             top_ks=(5, 10, 50),
                             blessing=config.BlessingConfig(metric="recall@10"))
+
+
+def copy_with_extra_row(data_dir, destination, file_name: str, row: str):
+    """A copy of a native dataset with `row` appended to one of its files.
+
+    Returns (the copy's directory, the 1-based line number of that row).
+    """
+    import shutil
+
+    shutil.copytree(data_dir, destination)
+    path = os.path.join(destination, file_name)
+    with open(path, "a") as f:
+        f.write(row + "\n")
+    with open(path) as f:
+        return str(destination), len(f.read().splitlines())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import copy_with_extra_row
 
 RECSYS = os.path.join(os.path.dirname(sys.executable), "recsys")
 
@@ -64,12 +65,9 @@ def test_run_on_a_directory_missing_a_file(tiny_data, tmp_path):
 
 
 def test_run_stops_at_a_malformed_row_with_file_and_line(tiny_data, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    with open(data / "items.csv", "a") as f:
-        f.write("i999,Broken,nineteen-ninety,Drama\n")
-    line = len(open(data / "items.csv").read().splitlines())
-    proc = recsys("run", "--data", str(data), "--root", str(tmp_path / "r"))
+    data, line = copy_with_extra_row(tiny_data, tmp_path / "data", "items.csv",
+                                     "i999,Broken,nineteen-ninety,Drama")
+    proc = recsys("run", "--data", data, "--root", str(tmp_path / "r"))
     assert_one_line_error(proc, f"items.csv, line {line}, column 'release_year'")
 
 

@@ -6,10 +6,10 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 
 import numpy as np
 import pytest
+from conftest import copy_with_extra_row
 from google.protobuf import json_format, message
 from tfx.types import standard_artifacts
 
@@ -82,22 +82,17 @@ def test_example_gen_joins_and_splits_every_interaction_by_time(tiny_data, tmp_p
 
 
 def test_example_gen_reports_a_malformed_row_with_file_and_line(tiny_data, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    with open(data / "interactions.csv", "a") as f:
-        f.write("u1,i1,5,not-a-time\n")
-    line = len(open(data / "interactions.csv").read().splitlines())
+    data, line = copy_with_extra_row(tiny_data, tmp_path / "data", "interactions.csv",
+                                     "u1,i1,5,not-a-time")
     with pytest.raises(DataError, match=rf"interactions.csv, line {line}, column 'timestamp'"):
-        _run_example_gen(str(data), tmp_path / "out")
+        _run_example_gen(data, tmp_path / "out")
 
 
 def test_example_gen_reports_an_interaction_without_a_user_row(tiny_data, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    with open(data / "interactions.csv", "a") as f:
-        f.write("ghost,i1,5,1600000000\n")
+    data, _ = copy_with_extra_row(tiny_data, tmp_path / "data", "interactions.csv",
+                                  "ghost,i1,5,1600000000")
     with pytest.raises(DataError, match="user_id 'ghost' has no row in users.csv"):
-        _run_example_gen(str(data), tmp_path / "out")
+        _run_example_gen(data, tmp_path / "out")
 
 
 def _latest_outputs(root, component, key):
