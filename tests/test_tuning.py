@@ -59,3 +59,17 @@ def test_served_index_has_the_measured_recall(corpus):
     served = index.ScannIndex(searcher, ids, 50, result.chosen.settings.num_leaves_to_search)
     assert index.recall_against_exact(served, queries, items, ids, k=10) == \
         pytest.approx(result.chosen.recall)
+
+
+def test_a_setting_that_cannot_return_k_items_is_never_chosen():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(5, 16))
+    items, queries = _clustered(rng, 80, centres), _clustered(rng, 40, centres)
+    candidates = tuning.candidate_settings(len(items), 80)  # k = the whole corpus
+    searcher = tuning.build_searcher(items, 80, candidates[-1])
+    assert tuning.full_result_share(searcher, queries, 80, 1) < 1.0
+    assert tuning.full_result_share(searcher, queries, 80, candidates[-1].num_leaves) == 1.0
+    result = tuning.tune(searcher, items, queries, candidates, recall_k=10,
+                         target_recall=0.0, serving_k=80)
+    assert result.chosen.full_share == 1.0
+    assert any(t.full_share < 1.0 for t in result.trials)

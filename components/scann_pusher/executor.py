@@ -87,7 +87,7 @@ class Executor(pusher_executor.Executor):
         candidates = tuning.candidate_settings(len(item_ids), k)
         searcher = tuning.build_searcher(item_embeddings, k, candidates[-1])
         tuned = tuning.tune(searcher, item_embeddings, tune_queries, candidates,
-                            gate.recall_k, gate.target_recall)
+                            gate.recall_k, gate.target_recall, serving_k=k)
         with open(os.path.join(pushed.uri, TUNING_FILE), "w") as f:
             json.dump({"trials": [dataclasses.asdict(t) for t in tuned.trials],
                        "chosen": dataclasses.asdict(tuned.chosen) if tuned.chosen else None,
@@ -99,7 +99,8 @@ class Executor(pusher_executor.Executor):
         if tuned.chosen is None:
             best = max(t.recall for t in tuned.trials)
             return self._refuse(pushed, f"no ScaNN setting reached recall@{gate.recall_k} "
-                                f">= {gate.target_recall} (best {best:.3f})")
+                                f">= {gate.target_recall} with all {k} items returned "
+                                f"(best recall {best:.3f})")
 
         index = scann_index.ScannIndex(searcher, item_ids, k,
                                        tuned.chosen.settings.num_leaves_to_search)
@@ -116,6 +117,11 @@ class Executor(pusher_executor.Executor):
         logging.info("ScaNN %s: recall@%d %.4f, %.3f ms per query (exact: %.3f ms)",
                      tuned.chosen.settings, gate.recall_k, recall,
                      tuned.chosen.latency_ms_p50, tuned.exact_latency_ms_p50)
+        full = tuning.full_result_share(searcher, check_queries, k,
+                                        tuned.chosen.settings.num_leaves_to_search)
+        if full < 1.0:
+            return self._refuse(pushed, f"ScaNN returns fewer than {k} items for "
+                                f"{1 - full:.1%} of check queries")
         if recall < gate.target_recall:
             return self._refuse(pushed, f"ScaNN recall@{recall_k} {recall:.3f} on "
                                 f"check queries < target {gate.target_recall}")

@@ -36,6 +36,9 @@ class Trial:
     recall: float          # recall@k against exact search, mean over queries
     latency_ms_p50: float  # median single-query search time
     latency_ms_p99: float
+    # Share of queries that get all serving_k neighbours. Searching few leaves
+    # of a small corpus can reach fewer than k items; ScaNN pads the rest.
+    full_share: float = 1.0
 
 
 @dataclasses.dataclass
@@ -102,6 +105,17 @@ def build_searcher(items: np.ndarray, serving_k: int, settings: IndexSettings):
             .reorder(settings.num_reordering_candidates).build())
 
 
+def full_result_share(searcher, queries: np.ndarray, k: int,
+                      leaves_to_search: int) -> float:
+    """Share of queries for which the search returns k real neighbours."""
+    import tensorflow as tf
+
+    distances = searcher.search_batched(tf.constant(queries, tf.float32),
+                                        final_num_neighbors=k,
+                                        leaves_to_search=leaves_to_search).distances
+    return float(np.mean(np.all(np.isfinite(distances.numpy()), axis=1)))
+
+
 def search(searcher, queries: np.ndarray, k: int, leaves_to_search: int) -> np.ndarray:
     """int [queries, k] approximate top-k indices."""
     import tensorflow as tf
@@ -113,8 +127,9 @@ def search(searcher, queries: np.ndarray, k: int, leaves_to_search: int) -> np.n
 
 def tune(searcher, items: np.ndarray, queries: np.ndarray,
          candidates: Sequence[IndexSettings], recall_k: int = 10,
-         target_recall: float = 0.95) -> TuningResult:
-    """The fastest candidate whose recall@recall_k meets the target.
+         target_recall: float = 0.95, serving_k: int = 0) -> TuningResult:
+    """The fastest candidate whose recall@recall_k meets the target and that
+    returns `serving_k` real neighbours for every query (if serving_k > 0).
 
     Args:
       searcher: from build_searcher with the candidates' num_leaves.
@@ -134,9 +149,11 @@ def tune(searcher, items: np.ndarray, queries: np.ndarray,
         recall = recall_at_k(search(searcher, queries, recall_k, leaves), exact)
         latency = _time_single_queries(
             lambda q: search(searcher, q[None], recall_k, leaves), queries)
+        full = (full_result_share(searcher, queries, min(serving_k, len(items)), leaves)
+                if serving_k else 1.0)
         trials.append(Trial(settings, recall, float(np.percentile(latency, 50)),
-                            float(np.percentile(latency, 99))))
-    meeting = [t for t in trials if t.recall >= target_recall]
+                            float(np.percentile(latency, 99)), full))
+    meeting = [t for t in trials if t.recall >= target_recall and t.full_share == 1.0]
     chosen = min(meeting, key=lambda t: t.latency_ms_p50) if meeting else None
     return TuningResult(chosen, trials, float(np.percentile(exact_ms, 50)),
                         len(queries))
