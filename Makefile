@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup run test bench-serving lock clean
+.PHONY: setup system-packages run test bench-serving lock clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,20 @@ $(STAMP): $(LOCK) setup.py tfx_recsys/platform_compat.py | $(UV)
 run: setup
 	$(VENV)/bin/recsys run
 
-test: setup
+test: setup system-packages
 	$(VENV_PY) -m pytest
+
+# Debian packages some tests need: a MariaDB server (ML Metadata on MySQL)
+# and Chromium (the run report is rendered headless). Installed only when
+# missing; needs root (CI runs as root) or an admin to install them once.
+SYSTEM_PACKAGES := mariadb-server chromium
+system-packages:
+	@if command -v mariadbd >/dev/null && command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null \
+	    || { apt-get update -q >/dev/null && \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }; \
+	else echo "missing Debian packages: run 'sudo apt-get install $(SYSTEM_PACKAGES)'" >&2; exit 1; fi
 
 # Serving latency and recall: ScaNN vs brute force on 10K/100K/1M items.
 bench-serving: setup

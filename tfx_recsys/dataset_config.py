@@ -1,0 +1,433 @@
+"""The data contract: one YAML file per dataset says where its tables are and
+what each column is.
+
+No TensorFlow here (the CLI reads configs and must start fast). The config is
+parsed into frozen dataclasses, checked with errors that name the file and
+the field, and travels to the components as plain JSON (`to_dict`), so
+ExampleGen, Transform, both trainers and the evaluator all read one contract
+instead of hard-coded column names.
+
+Example (datasets/movielens-100k.yaml is the full one):
+
+    name: movielens-100k
+    format: csv                    # csv | parquet | tfrecord
+    interactions:
+      path: interactions.csv       # relative to the data directory
+      user: user_id                # column names in *your* file
+      item: item_id
+      timestamp: timestamp         # integer seconds since the epoch
+      rating: rating               # optional
+      min_rating: 4                # optional implicit-feedback rule
+    users:
+      path: users.csv
+      key: user_id
+      features:
+        age: {kind: numeric, buckets: 8}
+        gender: {kind: categorical}
+    items:
+      path: items.csv
+      key: item_id
+      features:
+        genres: {kind: multi_categorical, separator: "|"}
+        title: {kind: text}
+    split: {kind: per_user_temporal, eval_fraction: 0.2}
+    history: {length: 50}
+
+What ExampleGen writes (the examples every later component reads): one
+tf.Example per interaction with the canonical columns `user_id`, `item_id`
+(bytes), `timestamp` (int64), `rating` (float, when configured), every user
+and item feature under its own name, and the behaviour features `history`
+and `seconds_since_previous` (see HISTORY / SECONDS_SINCE_PREVIOUS); and one
+example per item (the `items` output) with `item_id` and the item features.
+"""
+
+import dataclasses
+import difflib
+import json
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+# Canonical names in the examples ExampleGen writes.
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+TIMESTAMP = "timestamp"
+RATING = "rating"
+# Item ids of the user's *training* interactions strictly before this one's
+# timestamp, oldest first, the last `history.length` of them (bytes list;
+# absent when there are none). Never an eval interaction, never the future.
+HISTORY = "history"
+# This interaction's timestamp minus that of the user's latest training
+# interaction strictly before it (int64 seconds; absent when none).
+SECONDS_SINCE_PREVIOUS = "seconds_since_previous"
+RESERVED_NAMES = (USER_ID, ITEM_ID, TIMESTAMP, RATING, HISTORY,
+                  SECONDS_SINCE_PREVIOUS)
+
+FORMATS = ("csv", "parquet", "tfrecord")
+
+# Feature kinds and how Transform encodes them (models/features.py):
+#   id                 vocabulary (or hashing) -> one id
+#   categorical        vocabulary + OOV bucket -> one id
+#   multi_categorical  split on `separator`, vocabulary -> a bag of ids
+#   numeric            quantile buckets (`buckets`), missing -> own bucket
+#   text               lower-cased word tokens, vocabulary -> a bag of ids
+#   timestamp          integer seconds, quantile buckets like numeric
+KINDS = ("id", "categorical", "multi_categorical", "numeric", "text", "timestamp")
+# Example value type of each kind: 'bytes', 'float' or 'int64'.
+KIND_DTYPES = {"id": "bytes", "categorical": "bytes", "multi_categorical": "bytes",
+               "numeric": "float", "text": "bytes", "timestamp": "int64"}
+
+SPLIT_KINDS = ("per_user_temporal", "global_time", "leave_last_out", "random")
+
+
+class ConfigError(ValueError):
+    """A dataset config that cannot be used; the message names file and field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One user or item feature column.
+
+    name: the column name (in the file and in the examples).
+    kind: one of KINDS.
+    separator: multi_categorical only: splits the value into categories.
+    buckets: numeric and timestamp only: number of quantile buckets.
+    hash_buckets: id and categorical only: hash into this many buckets
+      instead of a vocabulary (for vocabularies too large to store).
+    max_tokens: text only: keep the most frequent tokens.
+    """
+
+    name: str
+    kind: str
+    separator: str = "|"
+    buckets: int = 10
+    hash_buckets: int = 0
+    max_tokens: int = 5000
+
+    @property
+    def dtype(self) -> str:
+        return KIND_DTYPES[self.kind]
+
+    @property
+    def is_bag(self) -> bool:
+        """Multi-valued in the transformed output (a SparseTensor of ids)."""
+        return self.kind in ("multi_categorical", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A user or item feature table: its file, key column and features."""
+
+    path: str
+    key: str
+    features: Tuple[Feature, ...] = ()
+    # The key column's own encoding (vocabulary unless hash_buckets > 0).
+    hash_buckets: int = 0
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Interactions:
+    """The interactions table: who did what, when.
+
+    min_rating: implicit-feedback rule; when set, only interactions with
+      rating >= min_rating are positives (the others are counted and kept out
+      of the examples, but remain known as the user's dislikes).
+    """
+
+    path: str
+    user: str
+    item: str
+    timestamp: str
+    rating: Optional[str] = None
+    min_rating: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """How interactions are split into train and eval.
+
+    per_user_temporal: each user's latest floor(eval_fraction * n)
+      interactions by (timestamp, item) -> eval (the default).
+    global_time: interactions at or after one cut time -> eval; the cut is
+      `cut_timestamp`, or the eval_fraction quantile of all timestamps.
+    leave_last_out: each user's latest interaction -> eval (users with one
+      interaction stay in train).
+    random: each interaction -> eval with probability eval_fraction, from a
+      seeded hash (the TFRS tutorial protocol; leaks the future, for
+      comparison only).
+    """
+
+    kind: str = "per_user_temporal"
+    eval_fraction: float = 0.2
+    cut_timestamp: Optional[int] = None
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    format: str
+    interactions: Interactions
+    users: Table
+    items: Table
+    split: Split = Split()
+    history_length: int = 50
+    # Row-level problems (malformed rows, bad values, unknown users/items,
+    # duplicate keys) are skipped, counted and written to a rejected-rows
+    # file; more than this share of any table's rows fails the run instead.
+    max_rejected_fraction: float = 0.01
+
+    # ---- conversion -----------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The config in the YAML file's shape: `from_dict` reads it back."""
+
+        def table(t: Table) -> Dict[str, Any]:
+            return {"path": t.path, "key": t.key, "hash_buckets": t.hash_buckets,
+                    "features": {f.name: {k: v for k, v in dataclasses.asdict(f).items()
+                                          if k != "name"} for f in t.features}}
+
+        return {"name": self.name, "format": self.format,
+                "interactions": dataclasses.asdict(self.interactions),
+                "users": table(self.users), "items": table(self.items),
+                "split": dataclasses.asdict(self.split),
+                "history": {"length": self.history_length},
+                "max_rejected_fraction": self.max_rejected_fraction}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetConfig":
+        return from_dict(json.loads(text), source="<json>")
+
+    # ---- convenience ----------------------------------------------------
+
+    @property
+    def user_features(self) -> Tuple[Feature, ...]:
+        return self.users.features
+
+    @property
+    def item_features(self) -> Tuple[Feature, ...]:
+        return self.items.features
+
+
+# --------------------------------------------------------------------------
+# Parsing and checking
+
+
+def load(path: str) -> DatasetConfig:
+    """Reads and checks a dataset config YAML file."""
+    import yaml
+
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such dataset config file.")
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e}).") from None
+    return from_dict(raw, source=path)
+
+
+def from_dict(raw: Any, source: str = "<config>") -> DatasetConfig:
+    """Builds a DatasetConfig from plain data, checking every field."""
+    _expect_mapping(raw, source, "the top level")
+    top = _Fields(raw, source, "")
+    interactions = top.mapping("interactions")
+    users = top.mapping("users")
+    items = top.mapping("items")
+    split = top.mapping("split", required=False) or {}
+    history = top.mapping("history", required=False) or {}
+    top.done({"name", "format", "interactions", "users", "items", "split",
+              "history", "max_rejected_fraction"})
+
+    config = DatasetConfig(
+        name=top.string("name"),
+        format=top.choice("format", FORMATS),
+        interactions=_interactions(interactions, source),
+        users=_table(users, source, "users"),
+        items=_table(items, source, "items"),
+        split=_split(split, source),
+        history_length=_Fields(history, source, "history").integer(
+            "length", default=50, minimum=0),
+        max_rejected_fraction=top.number("max_rejected_fraction", default=0.01,
+                                         minimum=0.0, maximum=1.0),
+    )
+    _check_names(config, source)
+    return config
+
+
+def _interactions(raw: Mapping, source: str) -> Interactions:
+    fields = _Fields(raw, source, "interactions")
+    result = Interactions(
+        path=fields.string("path"), user=fields.string("user"),
+        item=fields.string("item"), timestamp=fields.string("timestamp"),
+        rating=fields.string("rating", required=False),
+        min_rating=fields.number("min_rating", default=None))
+    fields.done({"path", "user", "item", "timestamp", "rating", "min_rating"})
+    if result.min_rating is not None and result.rating is None:
+        raise ConfigError(f"{source}: interactions.min_rating needs "
+                          "interactions.rating (the column it applies to).")
+    return result
+
+
+def _table(raw: Mapping, source: str, where: str) -> Table:
+    fields = _Fields(raw, source, where)
+    features_raw = fields.mapping("features", required=False) or {}
+    table = Table(
+        path=fields.string("path"), key=fields.string("key"),
+        features=tuple(_feature(name, spec, source, f"{where}.features.{name}")
+                       for name, spec in features_raw.items()),
+        hash_buckets=fields.integer("hash_buckets", default=0, minimum=0))
+    fields.done({"path", "key", "features", "hash_buckets"})
+    return table
+
+
+def _feature(name: Any, spec: Any, source: str, where: str) -> Feature:
+    if isinstance(spec, str):  # shorthand: `gender: categorical`
+        spec = {"kind": spec}
+    _expect_mapping(spec, source, where)
+    fields = _Fields(spec, source, where)
+    feature = Feature(
+        name=str(name), kind=fields.choice("kind", KINDS),
+        separator=fields.string("separator", required=False) or "|",
+        buckets=fields.integer("buckets", default=10, minimum=1),
+        hash_buckets=fields.integer("hash_buckets", default=0, minimum=0),
+        max_tokens=fields.integer("max_tokens", default=5000, minimum=1))
+    fields.done({"kind", "separator", "buckets", "hash_buckets", "max_tokens"})
+    return feature
+
+
+def _split(raw: Mapping, source: str) -> Split:
+    fields = _Fields(raw, source, "split")
+    split = Split(
+        kind=fields.choice("kind", SPLIT_KINDS, default="per_user_temporal"),
+        eval_fraction=fields.number("eval_fraction", default=0.2,
+                                    minimum=0.0, maximum=1.0),
+        cut_timestamp=fields.integer("cut_timestamp", default=None),
+        seed=fields.integer("seed", default=42))
+    fields.done({"kind", "eval_fraction", "cut_timestamp", "seed"})
+    if not 0.0 < split.eval_fraction < 1.0:
+        raise ConfigError(f"{source}: split.eval_fraction must be between 0 "
+                          f"and 1 (exclusive), got {split.eval_fraction}.")
+    return split
+
+
+def _check_names(config: DatasetConfig, source: str) -> None:
+    """Feature names become example columns: no clashes, nothing reserved."""
+    seen = {}
+    for where, table in (("users", config.users), ("items", config.items)):
+        for feature in table.features:
+            if feature.name in RESERVED_NAMES:
+                raise ConfigError(
+                    f"{source}: {where}.features.{feature.name}: the name is "
+                    f"reserved ({', '.join(RESERVED_NAMES)}); rename the "
+                    "feature in the config (the file column keeps its name).")
+            if feature.name in seen:
+                raise ConfigError(
+                    f"{source}: feature {feature.name!r} appears in both "
+                    f"{seen[feature.name]} and {where}; names must be unique.")
+            seen[feature.name] = where
+
+
+def _expect_mapping(value: Any, source: str, where: str) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {where or 'the file'} must be a mapping "
+                          f"(key: value lines), got {type(value).__name__}.")
+
+
+class _Fields:
+    """Typed access to one mapping of the config, with located errors."""
+
+    _MISSING = object()
+
+    def __init__(self, raw: Mapping, source: str, where: str):
+        _expect_mapping(raw, source, where)
+        self._raw, self._source, self._where = raw, source, where
+
+    def _name(self, key: str) -> str:
+        return f"{self._where}.{key}" if self._where else key
+
+    def _error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self._source}: {self._name(key)}: {problem}")
+
+    def _get(self, key: str, required: bool, default=None):
+        if key in self._raw and self._raw[key] is not None:
+            return self._raw[key]
+        if required:
+            raise self._error(key, "missing; it is required.")
+        return default
+
+    def string(self, key: str, required: bool = True) -> Optional[str]:
+        value = self._get(key, required)
+        if value is not None and not isinstance(value, str):
+            raise self._error(key, f"expected text, got {value!r}.")
+        return value
+
+    def mapping(self, key: str, required: bool = True) -> Optional[Mapping]:
+        value = self._get(key, required)
+        if value is not None:
+            _expect_mapping(value, self._source, self._name(key))
+        return value
+
+    def choice(self, key: str, choices, default=None) -> str:
+        value = self._get(key, default is None, default)
+        if value not in choices:
+            raise self._error(key, f"{value!r} is not one of "
+                              f"{', '.join(choices)}{_suggestion(value, choices)}.")
+        return value
+
+    def integer(self, key: str, default=None, minimum=None) -> Optional[int]:
+        value = self._get(key, False, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._error(key, f"expected an integer, got {value!r}.")
+        if minimum is not None and value < minimum:
+            raise self._error(key, f"must be at least {minimum}, got {value}.")
+        return value
+
+    def number(self, key: str, default=None, minimum=None,
+               maximum=None) -> Optional[float]:
+        value = self._get(key, False, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._error(key, f"expected a number, got {value!r}.")
+        if (minimum is not None and value < minimum) or (
+                maximum is not None and value > maximum):
+            raise self._error(key, f"must be between {minimum} and {maximum}, "
+                              f"got {value}.")
+        return float(value)
+
+    def done(self, known) -> None:
+        """Unknown keys are errors: a misspelled option must not be ignored."""
+        for key in self._raw:
+            if key not in known:
+                raise self._error(
+                    str(key), f"unknown option{_suggestion(key, known)}; "
+                    f"known: {', '.join(sorted(known))}.")
+
+
+def _suggestion(value: Any, choices) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------
+# The checked-in configs
+
+DATASETS_DIR = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "datasets")
+
+
+def builtin_path(name: str) -> str:
+    """datasets/<name>.yaml of this repository."""
+    return os.path.join(DATASETS_DIR, f"{name}.yaml")
