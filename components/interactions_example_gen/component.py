@@ -1,14 +1,24 @@
-"""InteractionsExampleGen: the native three-CSV dataset as TFX Examples.
+"""InteractionsExampleGen: a dataset described by its config, as TFX Examples.
 
-A FileBasedExampleGen whose executor reads `interactions.csv`, `users.csv` and
-`items.csv` together, joins each interaction with its user's and item's
-features, and splits by time per user (see `splitting.py`). It has a second
-output, `items`: one example per row of `items.csv`, the candidate corpus that
-evaluation and the ScaNN index cover (every item, not only those that occur in
-one split).
+A FileBasedExampleGen whose executor reads the three tables the dataset
+config names (CSV, Parquet or TFRecord), types and checks every row,
+joins each interaction with its user's and item's features, splits by the
+config's rule and adds the behaviour features (see `splitting.py`). Outputs:
+
+* `examples`: splits train and eval, one example per interaction;
+  custom properties `rejected_rows` (int), `rejected_summary` (JSON
+  {"<file>: <reason>": count}) and `filtered_below_min_rating` (int);
+  `rejected_rows.csv` and `ingest_report.json` beside the splits;
+* `items`: split items, one example per accepted row of the items table
+  (the candidate corpus: every item, not only those in a split);
+* `users`: split users, one example per accepted row of the users table.
+
+The input_config names the three configured files (one input split per
+table), so the driver fingerprints exactly them for caching; the dataset
+config itself is an execution property, so changing it reruns the component.
 """
 
-from typing import Optional
+from typing import Optional, Union
 
 from tfx import types
 from tfx.components.example_gen import component as example_gen_component
@@ -17,56 +27,71 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from tfx_recsys import config
+from tfx_recsys import dataset_config
 from tfx_recsys.components.interactions_example_gen import executor
+from tfx_recsys.data import tables
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
-ITEMS_KEY = "items"
-EVAL_FRACTION_KEY = "eval_fraction"
+ITEMS_KEY = executor.ITEMS_KEY
+USERS_KEY = executor.USERS_KEY
+DATASET_KEY = executor.DATASET_KEY
 
 
 class InteractionsExampleGenSpec(types.ComponentSpec):
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
-        EVAL_FRACTION_KEY: ExecutionParameter(type=float),
+        DATASET_KEY: ExecutionParameter(type=str),
     }
     INPUTS = {}
     OUTPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         ITEMS_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        USERS_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
 
 
-def _input_config() -> example_gen_pb2.Input:
-    # Both splits name all three files: the driver fingerprints them for
-    # caching, and the executor assigns each interaction to its split by time.
+def input_config(config: dataset_config.DatasetConfig) -> example_gen_pb2.Input:
+    """One input split per table, its pattern the configured path (relative
+    to input_base): what the driver fingerprints. The executor assigns
+    interactions to train and eval itself."""
     return example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=config.TRAIN_SPLIT, pattern="*.csv"),
-        example_gen_pb2.Input.Split(name=config.EVAL_SPLIT, pattern="*.csv"),
-    ])
+        example_gen_pb2.Input.Split(name=table,
+                                    pattern=tables.table_spec(config, table).path)
+        for table in tables.TABLES])
 
 
 class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
-    """Ingests a native dataset directory; outputs `examples` and `items`."""
+    """Ingests a dataset; outputs `examples`, `items` and `users`.
+
+    Args:
+      input_base: the data directory; the config's paths are relative to it.
+      dataset: the dataset config as JSON (`DatasetConfig.to_json()`); a
+        DatasetConfig is accepted too. Checked here, so a bad config fails
+        when the pipeline is built.
+      range_config: as for FileBasedExampleGen.
+    """
 
     SPEC_CLASS = InteractionsExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, input_base: str,
-                 eval_fraction: float = config.EVAL_FRACTION,
+                 dataset: Union[str, dataset_config.DatasetConfig],
                  range_config: Optional[object] = None):
-        if not 0.0 < eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+        if isinstance(dataset, dataset_config.DatasetConfig):
+            config = dataset
+        else:
+            config = dataset_config.DatasetConfig.from_json(dataset)
         spec = InteractionsExampleGenSpec(
             input_base=input_base,
-            input_config=_input_config(),
+            input_config=input_config(config),
             output_config=example_gen_pb2.Output(),
             custom_config=None,
             range_config=range_config,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-            eval_fraction=eval_fraction,
+            dataset=config.to_json(),
             examples=types.Channel(type=standard_artifacts.Examples),
-            items=types.Channel(type=standard_artifacts.Examples))
+            items=types.Channel(type=standard_artifacts.Examples),
+            users=types.Channel(type=standard_artifacts.Examples))
         # Skip FileBasedExampleGen.__init__, which builds its own spec.
         base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

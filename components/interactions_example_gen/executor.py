@@ -1,45 +1,91 @@
-"""Beam executor of InteractionsExampleGen (TFX glue; rules in splitting.py).
+"""Beam executor of InteractionsExampleGen (TFX glue; the rules are in
+`tfx_recsys/data/ingest.py` and `splitting.py`).
+
+The pipeline, per table: read and type the rows in file order (one worker
+per file: `ingest.parse_table`), rejected rows to a side output; then join
+each interaction with its user and item (side inputs), group by user, split,
+add the behaviour features, serialise and write. A last step gathers the
+rejected rows and counts into `rejected_rows.csv` and `ingest_report.json`
+under the examples artifact; `Do` reads the report back, records it on the
+artifact and fails the run if too many rows were rejected.
 
 It replaces the ExampleGen base executor's Do: that one writes through TFX's
 WriteSplit, which reshuffles the records randomly, so two runs on the same
 data would write them in different orders and train different models.
 """
 
+import json
 import os
+import time
 from typing import Any, Dict, List
 
 import apache_beam as beam
 from tfx import types
 from tfx.components.example_gen import write_split
-from tfx.dsl.components.base import base_beam_executor
 from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils
+from tfx.types import artifact_utils, standard_component_specs
 
-from tfx_recsys import config
+from tfx_recsys import config as pipeline_config
+from tfx_recsys import dataset_config as dc
 from tfx_recsys.components.interactions_example_gen import splitting
-from tfx_recsys.data import native
+from tfx_recsys.data import ingest, native
 
-_ITEMS_KEY = "items"  # component.ITEMS_KEY; imported there, not here, to avoid a cycle
+# Keys of the component (component.py imports them from here).
+DATASET_KEY = "dataset"
+ITEMS_KEY = "items"
+USERS_KEY = "users"
+USERS_SPLIT = "users"
+REPORT_FILE = "ingest_report.json"
+
+# Custom properties of the examples artifact.
+REJECTED_ROWS_PROPERTY = "rejected_rows"
+REJECTED_SUMMARY_PROPERTY = "rejected_summary"
+FILTERED_PROPERTY = "filtered_below_min_rating"
+
+_REJECTED = "rejected"
+_COUNTS = "counts"
+_TRAIN, _EVAL = pipeline_config.TRAIN_SPLIT, pipeline_config.EVAL_SPLIT
 
 
-def _read_rows(path: str, columns, parse):
-    """Yields parsed rows of one CSV file; errors name the file and line."""
-    for line, row in native.read_table(path, columns):
-        yield parse(row, path, line)
+class _ReadTable(beam.DoFn):
+    """Reads and types one table, in file order.
 
+    Main output: typed rows (interactions as (row number, row), others as
+    rows); `rejected`: Rejects; `counts`: one (table, rows read, rows
+    filtered below min_rating).
+    """
 
-class _ReadTable(beam.PTransform):
-    """Reads one native CSV file into parsed rows, in file order."""
-
-    def __init__(self, path: str, columns, parse):
+    def __init__(self, config: dc.DatasetConfig, data_dir: str, now: float):
         super().__init__()
-        self._path, self._columns, self._parse = path, columns, parse
+        self._config, self._data_dir, self._now = config, data_dir, now
 
-    def expand(self, pipeline):
-        return (pipeline
-                | "Path" >> beam.Create([self._path])
-                | "Parse" >> beam.FlatMap(_read_rows, self._columns, self._parse))
+    def process(self, table: str):
+        rows = filtered = 0
+        for number, row in ingest.parse_table(self._config, table,
+                                              self._data_dir, self._now):
+            rows += 1
+            if isinstance(row, ingest.Reject):
+                yield beam.pvalue.TaggedOutput(_REJECTED, row)
+            elif table != "interactions":
+                yield row
+            elif ingest.below_min_rating(row, self._config):
+                filtered += 1
+            else:
+                yield number, row
+        yield beam.pvalue.TaggedOutput(_COUNTS, (table, rows, filtered))
+
+
+def _join(numbered, users, items, config: dc.DatasetConfig):
+    """(row number, interaction) -> (user_id, joined row), or a Reject."""
+    number, interaction = numbered
+    joined = ingest.join(number, interaction, users, items, config)
+    if isinstance(joined, ingest.Reject):
+        yield beam.pvalue.TaggedOutput(_REJECTED, joined)
+    else:
+        yield joined[dc.USER_ID], joined
 
 
 class _WriteRecords(beam.PTransform):
@@ -60,72 +106,127 @@ class _WriteRecords(beam.PTransform):
             compression_type=beam.io.filesystem.CompressionTypes.GZIP)
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
-    """Joins the three tables and splits interactions per user by time.
+def _write_report(_, rejects, counts, examples, config: dc.DatasetConfig,
+                  examples_uri: str) -> None:
+    """Writes rejected_rows.csv and ingest_report.json under examples_uri."""
+    report = ingest.build_report(
+        config, rejects, {table: (rows, filtered) for table, rows, filtered in counts},
+        dict(examples))
+    with fileio.open(os.path.join(examples_uri, ingest.REJECTED_ROWS_FILE), "w") as f:
+        f.write(ingest.rejected_rows_csv(rejects))
+    with fileio.open(os.path.join(examples_uri, REPORT_FILE), "w") as f:
+        f.write(ingest.report_json(report))
 
-    Writes `examples` (splits train and eval) and `items` (split items, one
-    example per row of items.csv) in one Beam pipeline.
-    """
+
+def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
+            now: float, examples_uri: str) -> Dict[str, beam.pvalue.PCollection]:
+    """Serialized tf.Examples per split (train, eval, items, users); also
+    writes the report (see `_write_report`)."""
+    read = {table: (pipeline
+                    | f"Table[{table}]" >> beam.Create([table])
+                    | f"Read[{table}]" >> beam.ParDo(
+                        _ReadTable(config, data_dir, now)).with_outputs(
+                            _REJECTED, _COUNTS, main="rows"))
+            for table in ("users", "items", "interactions")}
+    users = read["users"].rows | "KeyUsers" >> beam.Map(lambda r: (r[dc.USER_ID], r))
+    items = read["items"].rows | "KeyItems" >> beam.Map(lambda r: (r[dc.ITEM_ID], r))
+    joined = read["interactions"].rows | "Join" >> beam.FlatMap(
+        _join, users=beam.pvalue.AsDict(users), items=beam.pvalue.AsDict(items),
+        config=config).with_outputs(_REJECTED, main="rows")
+
+    split = config.split
+    cut = split.cut_timestamp
+    if split.kind == "global_time" and cut is None:
+        cut = beam.pvalue.AsSingleton(
+            joined.rows
+            | "Timestamps" >> beam.Map(lambda kv: kv[1][dc.TIMESTAMP])
+            | "AllTimestamps" >> beam.combiners.ToList()
+            # No interaction left: no cut (check_report then explains why).
+            | "Cut" >> beam.Map(lambda timestamps: splitting.global_time_cut(
+                timestamps, split.eval_fraction) if timestamps else None))
+    train, evaluation = (
+        joined.rows
+        | "GroupByUser" >> beam.GroupByKey()
+        | "Split" >> beam.FlatMap(
+            lambda kv, cut: splitting.user_examples(kv[1], split,
+                                                    config.history_length, cut),
+            cut=cut)
+        | "Partition" >> beam.Partition(lambda pair, _: 0 if pair[0] == _TRAIN else 1, 2))
+
+    def serialize(rows, name, columns):
+        return rows | f"ToExample[{name}]" >> beam.Map(splitting.to_tf_example, columns)
+
+    interaction_columns = config.interaction_columns()
+    records = {
+        _TRAIN: serialize(train | "TrainRows" >> beam.Values(), _TRAIN,
+                          interaction_columns),
+        _EVAL: serialize(evaluation | "EvalRows" >> beam.Values(), _EVAL,
+                         interaction_columns),
+        pipeline_config.ITEMS_SPLIT: serialize(read["items"].rows, "items",
+                                               config.item_columns()),
+        USERS_SPLIT: serialize(read["users"].rows, "users", config.user_columns()),
+    }
+
+    rejects = ([r[_REJECTED] for r in read.values()] + [joined[_REJECTED]]
+               | "AllRejects" >> beam.Flatten())
+    counts = [r[_COUNTS] for r in read.values()] | "AllCounts" >> beam.Flatten()
+    examples = ([pcoll
+                 | f"Count[{name}]" >> beam.combiners.Count.Globally()
+                 | f"Name[{name}]" >> beam.Map(lambda n, name=name: (name, n))
+                 for name, pcoll in records.items()]
+                | "AllExampleCounts" >> beam.Flatten())
+    _ = (pipeline
+         | "Report" >> beam.Create([None])
+         | "WriteReport" >> beam.Map(
+             _write_report, rejects=beam.pvalue.AsList(rejects),
+             counts=beam.pvalue.AsList(counts),
+             examples=beam.pvalue.AsList(examples), config=config,
+             examples_uri=examples_uri))
+    return records
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Reads, checks, joins and splits a configured dataset (see module doc)."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
-        examples = artifact_utils.get_single_instance(output_dict["examples"])
-        items = artifact_utils.get_single_instance(output_dict[_ITEMS_KEY])
-        outputs = {config.TRAIN_SPLIT: examples, config.EVAL_SPLIT: examples,
-                   config.ITEMS_SPLIT: items}
-        examples.split_names = artifact_utils.encode_split_names(
-            [config.TRAIN_SPLIT, config.EVAL_SPLIT])
-        items.split_names = artifact_utils.encode_split_names([config.ITEMS_SPLIT])
+        config = dc.DatasetConfig.from_json(exec_properties[DATASET_KEY])
+        data_dir = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        # Structural problems fail here, before Beam starts, with one message.
+        native.validate_dataset(config, data_dir)
+
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        items = artifact_utils.get_single_instance(output_dict[ITEMS_KEY])
+        users = artifact_utils.get_single_instance(output_dict[USERS_KEY])
+        outputs = {_TRAIN: examples, _EVAL: examples,
+                   pipeline_config.ITEMS_SPLIT: items, USERS_SPLIT: users}
+        examples.split_names = artifact_utils.encode_split_names([_TRAIN, _EVAL])
+        items.split_names = artifact_utils.encode_split_names(
+            [pipeline_config.ITEMS_SPLIT])
+        users.split_names = artifact_utils.encode_split_names([USERS_SPLIT])
+
         with self._make_beam_pipeline() as pipeline:
-            for split, records in self._generate(pipeline, exec_properties).items():
-                _ = records | f"Write[{split}]" >> _WriteRecords(
+            records = _ingest(pipeline, config, data_dir, time.time(), examples.uri)
+            for split, pcoll in records.items():
+                _ = pcoll | f"Write[{split}]" >> _WriteRecords(
                     artifact_utils.get_split_uri([outputs[split]], split))
-        for artifact in (examples, items):
+
+        with fileio.open(os.path.join(examples.uri, REPORT_FILE)) as f:
+            report = json.load(f)
+        examples.set_int_custom_property(REJECTED_ROWS_PROPERTY,
+                                         report["rejected_rows"])
+        examples.set_string_custom_property(
+            REJECTED_SUMMARY_PROPERTY,
+            json.dumps(report["rejected_summary"], sort_keys=True))
+        examples.set_int_custom_property(FILTERED_PROPERTY,
+                                         report["filtered_below_min_rating"])
+        ingest.check_report(report, config, data_dir,
+                            os.path.join(examples.uri, ingest.REJECTED_ROWS_FILE))
+        for artifact in (examples, items, users):
             examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
             examples_utils.set_file_format(
                 artifact,
                 write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
-
-    def _generate(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
-                  ) -> Dict[str, beam.pvalue.PCollection]:
-        """Serialized tf.Examples per split: train, eval and items."""
-        paths = native.validate_dataset_dir(exec_properties["input_base"])
-        eval_fraction = float(exec_properties["eval_fraction"])
-        interactions_path = paths[native.INTERACTIONS_FILE]
-
-        users = (pipeline
-                 | "ReadUsers" >> _ReadTable(paths[native.USERS_FILE],
-                                             native.USER_COLUMNS,
-                                             splitting.parse_user)
-                 | "KeyUsers" >> beam.Map(lambda u: (u["user_id"], u)))
-        items = pipeline | "ReadItems" >> _ReadTable(
-            paths[native.ITEMS_FILE], native.ITEM_COLUMNS, splitting.parse_item)
-        keyed_items = items | "KeyItems" >> beam.Map(lambda i: (i["item_id"], i))
-
-        split_rows = (pipeline
-                      | "ReadInteractions" >> _ReadTable(
-                          interactions_path, native.INTERACTION_COLUMNS,
-                          splitting.parse_interaction)
-                      | "ByUser" >> beam.Map(lambda r: (r["user_id"], r))
-                      | "GroupByUser" >> beam.GroupByKey()
-                      | "SplitByTime" >> beam.FlatMap(
-                          lambda kv: splitting.split_user_history(kv[1],
-                                                                  eval_fraction))
-                      | "Join" >> beam.Map(
-                          lambda kv, users, items: (
-                              kv[0], splitting.join_features(
-                                  kv[1], users, items, interactions_path)),
-                          users=beam.pvalue.AsDict(users),
-                          items=beam.pvalue.AsDict(keyed_items)))
-        train, evaluation = split_rows | "Partition" >> beam.Partition(
-            lambda kv, _: 0 if kv[0] == config.TRAIN_SPLIT else 1, 2)
-        return {
-            config.TRAIN_SPLIT: train | "TrainToExample" >> beam.Map(
-                lambda kv: splitting.to_tf_example(kv[1])),
-            config.EVAL_SPLIT: evaluation | "EvalToExample" >> beam.Map(
-                lambda kv: splitting.to_tf_example(kv[1])),
-            config.ITEMS_SPLIT: items | "ItemToExample" >> beam.Map(
-                splitting.to_tf_example),
-        }

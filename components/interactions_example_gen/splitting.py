@@ -1,137 +1,225 @@
-"""Pure logic of InteractionsExampleGen: typed rows, the temporal split, joins.
+"""Pure rules of InteractionsExampleGen: the splits, behaviour features, examples.
 
-No TFX or Beam here, so each rule is unit-tested on plain Python values.
+No TFX or Beam here, so each rule is unit-tested on plain Python values. An
+interaction is a row {user_id, item_id, timestamp, ...} (typed by
+`tfx_recsys.data.ingest`). Interactions are ordered by (timestamp, item_id)
+everywhere, so ties on the timestamp are broken the same way in every rule
+and every split is deterministic.
 
-The split rule (documented in the README): for each user, order their
-interactions by (timestamp, item_id) and put the latest
-floor(eval_fraction * n) of them into `eval`, the rest into `train`. Evaluation
-therefore never sees a user's future in training; ties on the timestamp are
-broken by item_id so the split is deterministic.
+The split kinds (`split.kind` of the dataset config):
+
+* per_user_temporal: for each user, the latest floor(eval_fraction * n)
+  interactions -> eval, the rest -> train (users with fewer than
+  1 / eval_fraction interactions are only in train);
+* global_time: interactions at or after one cut time -> eval; the cut is
+  `cut_timestamp`, or `global_time_cut` of all timestamps;
+* leave_last_out: each user's latest interaction -> eval (users with one
+  interaction stay in train);
+* random: eval when a seeded hash of (user, item, timestamp, seed) falls
+  below eval_fraction (deterministic; leaks the future: for comparison).
+
+Behaviour features (`add_behaviour_features`), the same rule for train and
+eval examples: `history` = the item ids of the user's *train* interactions
+with a timestamp strictly before this one's, oldest first, the last
+`history_length` of them; `seconds_since_previous` = this timestamp minus
+the latest of those timestamps (absent when there is none). An eval
+interaction is therefore never in any history, and no history holds the
+future or the interaction itself.
 """
 
+import hashlib
 import math
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from tfx_recsys import config as pipeline_config
+from tfx_recsys import dataset_config as dc
 from tfx_recsys.data import native
 
 Row = Dict[str, object]
+TRAIN = pipeline_config.TRAIN_SPLIT
+EVAL = pipeline_config.EVAL_SPLIT
 
 
-def _parse_number(raw: str, kind, path: str, line: int, column: str,
-                  optional: bool = False):
-    if raw == "" and optional:
-        return None
-    try:
-        return kind(raw)
-    except ValueError:
-        raise native.DataError(
-            f"{native.location(path, line, column)}: expected "
-            f"{'an integer' if kind is int else 'a number'}, got {raw!r}. "
-            "Fix or remove the row.") from None
+def order_key(row: Row) -> Tuple[int, str]:
+    """The order of interactions in every rule: (timestamp, item_id)."""
+    return row[dc.TIMESTAMP], str(row[dc.ITEM_ID])
 
 
-def _require(raw: str, path: str, line: int, column: str) -> str:
-    if raw == "":
-        raise native.DataError(
-            f"{native.location(path, line, column)} is empty; every row "
-            "needs a value there.")
-    return raw
-
-
-def parse_interaction(row: Dict[str, str], path: str, line: int) -> Row:
-    return {
-        "user_id": _require(row["user_id"], path, line, "user_id"),
-        "item_id": _require(row["item_id"], path, line, "item_id"),
-        "rating": _parse_number(row["rating"], float, path, line, "rating"),
-        "timestamp": _parse_number(row["timestamp"], int, path, line,
-                                   "timestamp"),
-    }
-
-
-def parse_user(row: Dict[str, str], path: str, line: int) -> Row:
-    return {
-        "user_id": _require(row["user_id"], path, line, "user_id"),
-        "age": _parse_number(row["age"], int, path, line, "age"),
-        "gender": row["gender"],
-        "occupation": row["occupation"],
-        "zip_code": row["zip_code"],
-    }
-
-
-def parse_item(row: Dict[str, str], path: str, line: int) -> Row:
-    genres = [g for g in row["genres"].split(native.GENRE_SEPARATOR) if g]
-    return {
-        "item_id": _require(row["item_id"], path, line, "item_id"),
-        "title": row["title"],
-        "release_year": _parse_number(row["release_year"], int, path, line,
-                                      "release_year", optional=True),
-        "genres": genres,
-    }
+# --------------------------------------------------------------------------
+# Splits: each takes one user's interactions and returns (split, row) pairs
+# in time order.
 
 
 def split_user_history(interactions: Iterable[Row],
                        eval_fraction: float) -> List[Tuple[str, Row]]:
-    """Assigns one user's interactions to 'train' or 'eval' by time.
-
-    Returns (split_name, interaction) pairs in time order.
-    """
-    ordered = sorted(interactions,
-                     key=lambda r: (r["timestamp"], str(r["item_id"])))
-    num_eval = math.floor(eval_fraction * len(ordered))
-    first_eval = len(ordered) - num_eval
-    return [("train" if i < first_eval else "eval", row)
+    """per_user_temporal: the latest floor(eval_fraction * n) -> eval."""
+    ordered = sorted(interactions, key=order_key)
+    first_eval = len(ordered) - math.floor(eval_fraction * len(ordered))
+    return [(TRAIN if i < first_eval else EVAL, row)
             for i, row in enumerate(ordered)]
 
 
-def join_features(interaction: Row, users: Dict[str, Row],
-                  items: Dict[str, Row], path: str) -> Row:
-    """The interaction with its user's and item's feature columns."""
-    user = _feature_row(users, "user_id", interaction, native.USERS_FILE, path)
-    item = _feature_row(items, "item_id", interaction, native.ITEMS_FILE, path)
-    return {**interaction, **user, **item}
+def split_leave_last_out(interactions: Iterable[Row]) -> List[Tuple[str, Row]]:
+    """leave_last_out: the latest interaction -> eval, unless it is the only one."""
+    ordered = sorted(interactions, key=order_key)
+    first_eval = len(ordered) - 1 if len(ordered) > 1 else len(ordered)
+    return [(TRAIN if i < first_eval else EVAL, row)
+            for i, row in enumerate(ordered)]
 
 
-def _feature_row(table: Dict[str, Row], key: str, interaction: Row,
-                 table_file: str, path: str) -> Row:
-    row = table.get(interaction[key])
-    if row is None:
-        raise native.DataError(
-            f"{path}: {key} {interaction[key]!r} has no row in {table_file}. "
-            "Add its features or drop its interactions.")
-    return row
+def split_at_time(interactions: Iterable[Row], cut: int) -> List[Tuple[str, Row]]:
+    """global_time: timestamp >= cut -> eval."""
+    return [(EVAL if row[dc.TIMESTAMP] >= cut else TRAIN, row)
+            for row in sorted(interactions, key=order_key)]
 
 
-def feature_values(row: Row) -> Dict[str, Tuple[str, list]]:
-    """Maps each column to (tf.Example list kind, values); None is left out.
+def global_time_cut(timestamps: Iterable[int], eval_fraction: float) -> int:
+    """The cut of global_time when the config gives none: the timestamp of
+    the floor(eval_fraction * n)-th latest interaction, so that (ties aside)
+    that many interactions are at or after it; one past the latest timestamp
+    (no eval) when that number is 0. Raises ValueError for no timestamps."""
+    ordered = sorted(timestamps)
+    if not ordered:
+        raise ValueError("global_time_cut needs at least one timestamp")
+    num_eval = math.floor(eval_fraction * len(ordered))
+    if num_eval == 0:
+        return ordered[-1] + 1
+    return ordered[len(ordered) - num_eval]
 
-    Kinds: 'bytes', 'int64', 'float'. Lists let genres carry many values; an
-    unknown release_year or an empty genre list leaves the feature absent.
+
+def in_random_eval(user_id: str, item_id: str, timestamp: int, seed: int,
+                   eval_fraction: float) -> bool:
+    """random: a hash of (user, item, timestamp, seed), uniform in [0, 1),
+    below eval_fraction. sha256 rather than hash(), which is salted per
+    process."""
+    key = "\x1f".join((str(seed), str(user_id), str(item_id), str(timestamp)))
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < eval_fraction
+
+
+def split_random(interactions: Iterable[Row], eval_fraction: float,
+                 seed: int) -> List[Tuple[str, Row]]:
+    """random: each interaction by `in_random_eval`."""
+    return [(EVAL if in_random_eval(row[dc.USER_ID], row[dc.ITEM_ID],
+                                    row[dc.TIMESTAMP], seed, eval_fraction)
+             else TRAIN, row)
+            for row in sorted(interactions, key=order_key)]
+
+
+def split_user(interactions: Iterable[Row], split: dc.Split,
+               cut: Optional[int] = None) -> List[Tuple[str, Row]]:
+    """One user's interactions split by `split.kind`, in time order.
+
+    cut: global_time only: the cut time (split.cut_timestamp, or
+      global_time_cut of all interactions, computed by the caller).
     """
-    kinds = {"rating": "float", "timestamp": "int64", "age": "int64",
-             "release_year": "int64"}
-    features = {}
-    for name, value in row.items():
-        if value is None or value == []:
-            continue
-        values = value if isinstance(value, list) else [value]
-        kind = kinds.get(name, "bytes")
-        if kind == "bytes":
-            values = [str(v).encode("utf-8") for v in values]
-        features[name] = (kind, values)
-    return features
+    if split.kind == "per_user_temporal":
+        return split_user_history(interactions, split.eval_fraction)
+    if split.kind == "leave_last_out":
+        return split_leave_last_out(interactions)
+    if split.kind == "random":
+        return split_random(interactions, split.eval_fraction, split.seed)
+    if split.kind == "global_time":
+        if cut is None:
+            raise ValueError("the global_time split needs the cut time")
+        return split_at_time(interactions, cut)
+    raise ValueError(f"unknown split kind {split.kind!r}")
 
 
-def to_tf_example(row: Row) -> bytes:
-    """Serialises a row as a tf.Example (features from `feature_values`)."""
-    from tensorflow.core.example import example_pb2  # proto only, no TF runtime
+# --------------------------------------------------------------------------
+# Behaviour features
+
+
+def add_behaviour_features(assigned: Iterable[Tuple[str, Row]],
+                           history_length: int) -> List[Tuple[str, Row]]:
+    """Adds `history` and `seconds_since_previous` to one user's rows.
+
+    assigned: (split, row) pairs of one user, any order.
+    Returns the pairs in time order, each row a copy with
+    HISTORY: list of item ids (oldest first, at most history_length; [] when
+    none) and SECONDS_SINCE_PREVIOUS: int, or None when no train
+    interaction precedes (see the module docstring).
+    """
+    ordered = sorted(assigned, key=lambda pair: order_key(pair[1]))
+    train = [row for split, row in ordered if split == TRAIN]
+    result = []
+    before = 0  # train interactions strictly before the current timestamp
+    for split, row in ordered:
+        timestamp = row[dc.TIMESTAMP]
+        while before < len(train) and train[before][dc.TIMESTAMP] < timestamp:
+            before += 1
+        earlier = train[max(0, before - history_length):before]
+        result.append((split, {
+            **row,
+            dc.HISTORY: [r[dc.ITEM_ID] for r in earlier],
+            dc.SECONDS_SINCE_PREVIOUS: (
+                timestamp - train[before - 1][dc.TIMESTAMP] if before else None),
+        }))
+    return result
+
+
+def user_examples(interactions: Iterable[Row], split: dc.Split,
+                  history_length: int, cut: Optional[int] = None
+                  ) -> List[Tuple[str, Row]]:
+    """One user's (split, row) pairs with behaviour features, in time order."""
+    return add_behaviour_features(split_user(interactions, split, cut),
+                                  history_length)
+
+
+# --------------------------------------------------------------------------
+# tf.Examples
+
+
+def to_tf_example(row: Row, columns: Sequence[dc.ExampleColumn]) -> bytes:
+    """Serialises `row` as a tf.Example holding `columns`.
+
+    Each column's value is a scalar or a list; None or an empty list leaves
+    the feature absent. Values are written as the column's dtype: 'bytes'
+    (UTF-8 text), 'int64' or 'float'. Names in `row` that are not columns
+    are not written.
+    """
+    from tensorflow.core.example import example_pb2
 
     example = example_pb2.Example()
-    for name, (kind, values) in feature_values(row).items():
-        feature = example.features.feature[name]
-        if kind == "bytes":
-            feature.bytes_list.value.extend(values)
-        elif kind == "int64":
-            feature.int64_list.value.extend(values)
+    for column in columns:
+        value = row.get(column.name)
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        values = value if isinstance(value, list) else [value]
+        feature = example.features.feature[column.name]
+        if column.dtype == "bytes":
+            feature.bytes_list.value.extend(str(v).encode("utf-8") for v in values)
+        elif column.dtype == "int64":
+            feature.int64_list.value.extend(int(v) for v in values)
         else:
-            feature.float_list.value.extend(values)
+            feature.float_list.value.extend(float(v) for v in values)
     return example.SerializeToString()
+
+
+# --------------------------------------------------------------------------
+# The fixed three-CSV reader of `baselines.load_split`
+
+
+def parse_interaction(row: Dict[str, str], path: str, line: int) -> Row:
+    """A row of a native interactions.csv, typed; DataError on a bad value.
+
+    Used by `tfx_recsys.baselines.load_split`, which reads the native files
+    directly; the pipeline types rows with `tfx_recsys.data.ingest`.
+    """
+    def number(column, kind):
+        try:
+            return kind(row[column])
+        except ValueError:
+            raise native.DataError(
+                f"{native.location(path, line, column)}: expected "
+                f"{'an integer' if kind is int else 'a number'}, got "
+                f"{row[column]!r}. Fix or remove the row.") from None
+
+    for column in ("user_id", "item_id"):
+        if row[column] == "":
+            raise native.DataError(
+                f"{native.location(path, line, column)} is empty; every row "
+                "needs a value there.")
+    return {"user_id": row["user_id"], "item_id": row["item_id"],
+            "rating": number("rating", float),
+            "timestamp": number("timestamp", int)}

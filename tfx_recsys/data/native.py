@@ -1,8 +1,18 @@
-"""The native input format: a directory of three CSV files.
+"""Data errors, the fast check of a configured dataset, and the native format.
 
-Every data source (MovieLens, the synthetic generator, a user's own export)
-is converted to this one format, so the pipeline has a single reader and a
-single set of checks. The contract:
+`DataError` is how every data problem reaches the user (the CLI prints it as
+one line). `validate_dataset(config, data_dir)` checks, before the pipeline
+starts, that every table a dataset config names exists, is non-empty, is in
+the configured format and has the configured columns (any order, extra
+columns ignored); reading the tables is `tables.py`'s job, typing their rows
+`ingest.py`'s.
+
+The native format is what `movielens.py` and `synthetic.py` write and
+datasets/movielens-100k.yaml and datasets/synthetic.yaml describe: a
+directory of three CSV files. The functions below that read it with fixed
+columns (`validate_dataset_dir`, `read_table`) serve the tools that read
+those files directly (baselines, the CLI's lookups); the pipeline reads any
+dataset through its config. The native contract:
 
 * ``interactions.csv``: ``user_id,item_id,rating,timestamp`` -- ids are
   strings, rating a number, timestamp integer seconds since the epoch;
@@ -67,7 +77,45 @@ def location(path: str, line: int = None, column: str = None) -> str:
 
 
 # --------------------------------------------------------------------------
-# Checking a directory
+# Checking a configured dataset
+
+
+def validate_dataset(config, data_dir: str) -> Dict[str, str]:
+    """Checks the tables of a dataset config in `data_dir`, fast.
+
+    Every configured file must exist (all missing ones are reported at
+    once), be non-empty, be readable in the configured format, have the
+    configured columns (a misspelled one comes with the close match) and at
+    least one data row. Only the header (CSV), the footer (Parquet) or the
+    first records (TFRecord) are read; row-level problems are ExampleGen's.
+
+    config: a dataset_config.DatasetConfig.
+    Returns {table: absolute path} for 'interactions', 'users' and 'items'.
+    Raises DataError naming the file and what to do.
+    """
+    from tfx_recsys.data import tables
+
+    directory = os.path.abspath(os.fspath(data_dir))
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise DataError(
+            f"{directory}: the data directory {what}. Pass the directory that "
+            f"holds the tables the dataset config {config.name!r} names.")
+    sources = tables.sources(config, directory)
+    missing = [s for s in sources.values() if not os.path.exists(s.path)]
+    if missing:
+        raise DataError(
+            f"{directory}: missing "
+            + ", ".join(f"{s.relative_path} ({s.table}.path)" for s in missing)
+            + f". The dataset config {config.name!r} names these files relative "
+            "to the data directory; put them there or fix the paths.")
+    for source in sources.values():
+        tables.check_table(source)
+    return {table: source.path for table, source in sources.items()}
+
+
+# --------------------------------------------------------------------------
+# Checking a native directory (fixed columns)
 
 
 def validate_dataset_dir(path: str) -> Dict[str, str]:
