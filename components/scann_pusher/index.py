@@ -1,12 +1,15 @@
 """The served models: raw user features -> top-K over the item corpus.
 
-No TFX here. Both models wrap the Trainer's query signature and one index of
-every item's candidate embedding in a tf.Module whose `serving_default`
-signature is the serving contract:
+No TFX here. Both models wrap the Trainer's query signatures and one index of
+every item's candidate embedding in a tf.Module with two signatures, whose
+inputs are those of the Trainer model's query signatures (the dataset
+config's user columns, see tfx_recsys/models/export.py):
 
-  inputs:  user_id string [batch], age int64 [batch], gender, occupation,
-           zip_code string [batch] (the users.csv columns)
-  outputs: item_ids string [batch, k], scores float32 [batch, k]
+  serving_default(user_id, <each user feature>): the user's history is
+      looked up inside the model (the Trainer's query_embedding);
+  serving_with_history(user_id, <each user feature>, history string
+      [batch, None] padded with ""): history from the request;
+  outputs: item_ids string [batch, k], scores float32 [batch, k].
 
 `ScannRecommender` searches a ScaNN index (needs TensorFlow plus the ScaNN op:
 `import scann` before loading); `BruteForceRecommender` scores every item
@@ -14,16 +17,19 @@ exactly with a matrix product (plain TensorFlow), the fallback for servers
 without the ScaNN op and the reference the ScaNN model is measured against.
 """
 
+import os
 import time
 from typing import Dict, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from tfx_recsys.models import two_tower
+from tfx_recsys import embedding
 
 SERVING_SIGNATURE = "serving_default"
+SERVING_WITH_HISTORY_SIGNATURE = "serving_with_history"
 SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+DATASET_CONFIG_FILE = os.path.join("assets.extra", "dataset.json")
 
 
 class ScannIndex(tf.Module):
@@ -53,16 +59,36 @@ class ScannIndex(tf.Module):
 
 
 class _Recommender(tf.Module):
-    """The Trainer's query tower followed by a top-k search."""
+    """The Trainer's query signatures followed by a top-k search (`_search`,
+    query embeddings [batch, dim] -> {"item_ids", "scores"} [batch, k])."""
 
     def __init__(self, trainer_model):
         super().__init__()
         self.trainer_model = trainer_model
 
-    def _queries(self, user_id, age, gender, occupation, zip_code):
-        return self.trainer_model.query_embedding(
-            user_id=user_id, age=age, gender=gender, occupation=occupation,
-            zip_code=zip_code)["embedding"]
+    def _search(self, queries):
+        raise NotImplementedError
+
+    def _embed(self, signature: str, inputs):
+        return self.trainer_model.signatures[signature](**inputs)["embedding"]
+
+    @tf.function
+    def serve(self, inputs):
+        return self._search(self._embed(embedding.QUERY_SIGNATURE, inputs))
+
+    @tf.function
+    def serve_with_history(self, inputs):
+        return self._search(self._embed(embedding.QUERY_WITH_HISTORY_SIGNATURE, inputs))
+
+    def signatures(self) -> Dict[str, object]:
+        """Concrete functions by name, with the Trainer model's query inputs."""
+        def traced(function, query_signature: str):
+            return function.get_concrete_function(
+                embedding.input_specs(self.trainer_model, query_signature))
+
+        return {SERVING_SIGNATURE: traced(self.serve, embedding.QUERY_SIGNATURE),
+                SERVING_WITH_HISTORY_SIGNATURE: traced(
+                    self.serve_with_history, embedding.QUERY_WITH_HISTORY_SIGNATURE)}
 
 
 class ScannRecommender(_Recommender):
@@ -70,10 +96,8 @@ class ScannRecommender(_Recommender):
         super().__init__(trainer_model)
         self.index = index
 
-    @tf.function(input_signature=two_tower.QUERY_INPUT_SIGNATURE)
-    def serve(self, user_id, age, gender, occupation, zip_code):
-        scores, item_ids = self.index(
-            self._queries(user_id, age, gender, occupation, zip_code))
+    def _search(self, queries):
+        scores, item_ids = self.index(queries)
         return {"item_ids": item_ids, "scores": scores}
 
 
@@ -88,18 +112,20 @@ class BruteForceRecommender(_Recommender):
                                            trainable=False)
         self.k = k
 
-    @tf.function(input_signature=two_tower.QUERY_INPUT_SIGNATURE)
-    def serve(self, user_id, age, gender, occupation, zip_code):
-        queries = self._queries(user_id, age, gender, occupation, zip_code)
+    def _search(self, queries):
         scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
         top = tf.math.top_k(scores, k=self.k)
         return {"item_ids": tf.gather(self.item_ids, top.indices), "scores": top.values}
 
 
 def save(recommender: _Recommender, path: str) -> None:
-    tf.saved_model.save(recommender, path,
-                        signatures={SERVING_SIGNATURE: recommender.serve},
+    """Writes the served model, and beside it the Trainer's dataset config."""
+    tf.saved_model.save(recommender, path, signatures=recommender.signatures(),
                         options=SAVE_OPTIONS)
+    config_path = os.path.join(path, DATASET_CONFIG_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(config_path))
+    with tf.io.gfile.GFile(config_path, "w") as f:
+        f.write(embedding.dataset_of(recommender.trainer_model).to_json())
 
 
 def recall_against_exact(index: ScannIndex, queries: np.ndarray,
@@ -121,13 +147,21 @@ def signature_latency_ms(saved_model_dir: str, user_rows: Sequence[Dict[str, obj
                          repeats: int = 100) -> Dict[str, float]:
     """p50/p99 of one-user calls of a saved model's serving signature.
 
-    `user_rows` are raw request columns for single users ({feature: value}).
+    `user_rows` are raw request columns for single users ({feature: value});
+    the signature's inputs are taken from them (absent or None: the missing
+    value of the input's type), other entries are ignored.
     """
     model = tf.saved_model.load(saved_model_dir)
     serve = model.signatures[SERVING_SIGNATURE]
     specs = serve.structured_input_signature[1]
-    requests = [{name: tf.constant([value], specs[name].dtype)
-                 for name, value in row.items()} for row in user_rows]
+
+    def request(row):
+        values = {name: row.get(name) for name in specs}
+        return {name: tf.constant([embedding.missing_value(spec.dtype)
+                                   if values[name] is None else values[name]], spec.dtype)
+                for name, spec in specs.items()}
+
+    requests = [request(row) for row in user_rows]
     serve(**requests[0])  # warm-up: traces and initializes tables
     times = []
     for i in range(repeats):
