@@ -61,7 +61,12 @@ DEFAULT_PIPELINE_ROOT = "gs://YOUR_BUCKET/tfx-recsys/pipeline"
 DEFAULT_DATA_PATH = "/gcs/YOUR_BUCKET/tfx-recsys/data"
 DEFAULT_SERVING_DIR = "/gcs/YOUR_BUCKET/tfx-recsys/serving/" + config.MODEL_NAME
 # kubeflow/Dockerfile copies schemas/ here (the package does not install it).
-IMAGE_SCHEMA_PATH = "/opt/tfx-recsys/schemas/interactions.pbtxt"
+IMAGE_SCHEMA_DIR = "/opt/tfx-recsys/schemas"
+
+
+def image_schema_path(dataset_name: str) -> str:
+    """Where the image holds the checked-in schema of a dataset config."""
+    return f"{IMAGE_SCHEMA_DIR}/{dataset_name}.pbtxt"
 
 # Beam inside each component's pod: in-process FnApiRunner (the DirectRunner
 # would first try to download Prism at run time). Pass other options (e.g.
@@ -97,8 +102,10 @@ def compile_pipeline(
     serving_dir: str = DEFAULT_SERVING_DIR,
     target: str = "kubeflow",
     beam_pipeline_args: Optional[Sequence[str]] = None,
-    schema_path: str = IMAGE_SCHEMA_PATH,
-    training: Optional[config.TwoTowerConfig] = None,
+    dataset=None,
+    schema_path: Optional[str] = None,
+    model: str = config.DEFAULT_MODEL,
+    training=None,
     enable_cache: bool = True,
     **pipeline_settings,
 ) -> str:
@@ -115,12 +122,16 @@ def compile_pipeline(
       target: "kubeflow" or "vertex".
       beam_pipeline_args: options of the components' Beam pipelines, passed
         through to every container (default DEFAULT_BEAM_ARGS).
-      schema_path: the raw-data schema as seen inside the container.
-      training: Trainer hyperparameters, fixed at compile time (not a runtime
-        parameter: see the module docstring).
+      dataset: the data contract (a DatasetConfig; default MovieLens-100K's).
+      schema_path: the raw-data schema as seen inside the container (default:
+        the dataset's checked-in schema, copied into the image).
+      model: a key of config.MODELS: the retrieval model the Trainer runs.
+      training: Trainer hyperparameters, an instance of the model's config
+        class, fixed at compile time (not a runtime parameter: see the module
+        docstring).
       enable_cache: let the cluster reuse results of unchanged tasks.
       pipeline_settings: passed to create_pipeline() as they are (top_ks,
-        blessing, index_gate, serving_top_k, eval_fraction); fixed at compile
+        blessing, index_gate, serving_top_k); fixed at compile
         time.
 
     Compile from the commit the image was built from: the dotted paths and the
@@ -133,9 +144,13 @@ def compile_pipeline(
     from tfx.orchestration import data_types
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
+    from tfx_recsys import dataset_config
     from tfx_recsys.fingerprint import code_fingerprint
     from tfx_recsys.pipeline.pipeline import create_pipeline
 
+    dataset = dataset or dataset_config.load(
+        dataset_config.builtin_path("movielens-100k"))
+    run_fn, hyperparameters_class = config.MODELS[model]
     defaults = {"data_path": data_path, "serving_dir": serving_dir}
     parameters = {
         name: data_types.RuntimeParameter(
@@ -145,8 +160,10 @@ def compile_pipeline(
     pipeline = create_pipeline(
         pipeline_name=config.PIPELINE_NAME,
         pipeline_root=pipeline_root,
-        schema_path=schema_path,
-        training=(training or config.TwoTowerConfig()).to_custom_config(),
+        dataset=dataset.to_dict(),
+        schema_path=schema_path or image_schema_path(dataset.name),
+        run_fn=run_fn,
+        training=(training or hyperparameters_class()).to_custom_config(),
         code_fingerprint=code_fingerprint(),
         metadata_connection_config=None,  # ML Metadata is the cluster's
         beam_pipeline_args=list(beam_pipeline_args or DEFAULT_BEAM_ARGS),

@@ -5,12 +5,14 @@
 paths and the metadata store.
 """
 
+import json
 from typing import Dict, List, Optional, Sequence
 
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
 from tfx_recsys import config
+from tfx_recsys.components.anomalies_gate.component import AnomaliesGate
 from tfx_recsys.components.interactions_example_gen.component import (
     InteractionsExampleGen)
 from tfx_recsys.components.retrieval_evaluator.component import RetrievalEvaluator
@@ -21,13 +23,13 @@ def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
     data_path: str,
+    dataset: Dict,
     schema_path: str,
     serving_dir: str,
     preprocessing_fn: str = config.PREPROCESSING_FN,
     run_fn: str = config.TWO_TOWER_RUN_FN,
     training: Optional[Dict] = None,
     code_fingerprint: str = "",
-    eval_fraction: float = config.EVAL_FRACTION,
     top_ks: Sequence[int] = config.TOP_KS,
     blessing: config.BlessingConfig = config.BlessingConfig(),
     index_gate: config.IndexGateConfig = config.IndexGateConfig(),
@@ -40,14 +42,18 @@ def create_pipeline(
 
     Args:
       pipeline_name, pipeline_root: TFX pipeline identity and artifact root.
-      data_path: directory with interactions.csv, users.csv, items.csv.
-      schema_path: the raw-data schema (schemas/interactions.pbtxt).
+      data_path: the dataset directory; the config's table paths are
+        relative to it.
+      dataset: the data contract, `DatasetConfig.to_dict()` (tables, columns,
+        feature kinds, split, history length); every component reads it.
+      schema_path: the raw-example schema that follows the config
+        (schemas/<dataset>.pbtxt).
       serving_dir: where pushed models go, one numbered version per push.
-      preprocessing_fn, run_fn: dotted paths of the Transform and Trainer code.
-      training: Trainer hyperparameters (config.TwoTowerConfig fields).
+      preprocessing_fn, run_fn: dotted paths of the Transform and Trainer code
+        (config.TWO_TOWER_RUN_FN or config.SOFTMAX_RUN_FN).
+      training: Trainer hyperparameters (fields of the model's config class).
       code_fingerprint: hash of the model code; part of the Transform and
         Trainer cache keys, since dotted paths alone do not change with code.
-      eval_fraction: share of each user's latest interactions held out.
       top_ks: evaluation cut-offs.
       blessing: the evaluator's gate (thresholds, baselines, no regression).
       index_gate: the pusher's gate (ScaNN recall target, latency bound) and
@@ -57,9 +63,10 @@ def create_pipeline(
       beam_pipeline_args: options of the Beam pipelines components run.
       enable_cache: reuse results of unchanged components.
     """
-    # Interactions joined with user and item features, split per user by time.
-    example_gen = InteractionsExampleGen(input_base=data_path,
-                                         eval_fraction=eval_fraction)
+    dataset_json = json.dumps(dataset)
+    # Interactions joined with user and item features and the user's earlier
+    # history, split as the config says; bad rows counted and set aside.
+    example_gen = InteractionsExampleGen(input_base=data_path, dataset=dataset_json)
 
     # Statistics of every split, the checked-in schema, and the check of one
     # against the other.
@@ -69,6 +76,9 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"])
+    # Anomalies stop the run here, with a readable summary.
+    anomalies_gate = AnomaliesGate(
+        anomalies=example_validator.outputs["anomalies"], schema_path=schema_path)
 
     # Vocabularies and buckets, fitted on the train split only.
     transform = tfx.components.Transform(
@@ -78,7 +88,8 @@ def create_pipeline(
         splits_config=transform_pb2.SplitsConfig(
             analyze=[config.TRAIN_SPLIT],
             transform=[config.TRAIN_SPLIT, config.EVAL_SPLIT]),
-        custom_config={"code_fingerprint": code_fingerprint})
+        custom_config={"dataset": dataset, "code_fingerprint": code_fingerprint})
+    transform.add_upstream_node(anomalies_gate)
 
     # The two-tower retrieval model.
     trainer = tfx.components.Trainer(
@@ -88,7 +99,8 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
-        custom_config={**(training or {}), "code_fingerprint": code_fingerprint})
+        custom_config={**(training or {}), "dataset": dataset,
+                       "code_fingerprint": code_fingerprint})
 
     # The last blessed model, if any: the no-regression reference.
     latest_blessed = tfx.dsl.Resolver(
@@ -104,7 +116,8 @@ def create_pipeline(
         baseline_model=latest_blessed.outputs["model"],
         examples=example_gen.outputs["examples"],
         items=example_gen.outputs["items"],
-        top_ks=top_ks, blessing=blessing)
+        top_ks=top_ks, blessing=blessing,
+        diversity_feature=_diversity_feature(dataset))
 
     # A blessed model with a proven ScaNN index goes out, with its fallbacks.
     pusher = ScannPusher(
@@ -118,7 +131,15 @@ def create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator,
-                    transform, trainer, latest_blessed, evaluator, pusher],
+                    anomalies_gate, transform, trainer, latest_blessed, evaluator, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])
+
+
+def _diversity_feature(dataset: Dict) -> str:
+    """The first multi-valued categorical item feature (e.g. genres), or ""."""
+    for name, spec in dataset["items"]["features"].items():
+        if spec["kind"] == "multi_categorical":
+            return name
+    return ""

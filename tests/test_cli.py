@@ -44,7 +44,7 @@ def test_recommend_without_a_pushed_model(tmp_path):
 
 def test_recommend_for_an_unknown_user(tiny_run):
     assert_one_line_error(recsys("recommend", "--root", tiny_run.root, "--user", "nobody"),
-                          "unknown user 'nobody'", "users.csv")
+                          "unknown user 'nobody'", "not among the 60 users")
 
 
 def test_recommend_prints_top_k_with_titles(tiny_run):
@@ -64,11 +64,18 @@ def test_run_on_a_directory_missing_a_file(tiny_data, tmp_path):
                           "missing users.csv")
 
 
-def test_run_stops_at_a_malformed_row_with_file_and_line(tiny_data, tmp_path):
+def test_run_stops_when_too_many_rows_are_rejected_naming_file_and_row(
+        tiny_data, tmp_path):
+    # One bad row of 81 is over the default 1% limit: the run stops and says
+    # which file, which row and why, and where the full list is.
     data, line = copy_with_extra_row(tiny_data, tmp_path / "data", "items.csv",
                                      "i999,Broken,nineteen-ninety,Drama")
     proc = recsys("run", "--data", data, "--root", str(tmp_path / "r"))
-    assert_one_line_error(proc, f"items.csv, line {line}, column 'release_year'")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "items.csv: 1 of 81 rows rejected" in proc.stderr
+    assert f"row {line}" in proc.stderr and "release_year" in proc.stderr
+    assert "rejected_rows.csv" in proc.stderr and "max_rejected_fraction" in proc.stderr
 
 
 def test_rollback_serves_an_older_version_again(tiny_run, tmp_path):

@@ -74,9 +74,13 @@ def _tfx_pipeline():
     """The same create_pipeline() the runner compiles (nothing is run)."""
     from tfx_recsys.pipeline.pipeline import create_pipeline
 
+    from tfx_recsys import dataset_config
+
+    dataset = dataset_config.load(dataset_config.builtin_path("movielens-100k"))
     return create_pipeline(pipeline_name=config.PIPELINE_NAME,
                            pipeline_root=PIPELINE_ROOT, data_path=DATA_PATH,
-                           schema_path=kubeflow_runner.IMAGE_SCHEMA_PATH,
+                           dataset=dataset.to_dict(),
+                           schema_path=kubeflow_runner.image_schema_path(dataset.name),
                            serving_dir=SERVING_DIR)
 
 
@@ -110,8 +114,10 @@ def test_tasks_are_exactly_the_pipeline_components(spec):
     assert set(spec.root.dag.tasks) == expected
     assert expected == {
         "InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
-        "ExampleValidator", "Transform", "Trainer", "RetrievalEvaluator",
-        "ScannPusher", *RESOLVER_TASKS}
+        "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
+        "RetrievalEvaluator", "ScannPusher", *RESOLVER_TASKS}
+    # Anomalies stop the run before Transform, on the cluster too.
+    assert "AnomaliesGate" in spec.root.dag.tasks["Transform"].dependent_tasks
     # Every task has its component and executor; only the resolver's two are
     # not containers.
     executors = spec.deployment_spec["executors"]
@@ -215,7 +221,8 @@ def test_runtime_parameters_are_pipeline_inputs_with_defaults(spec, spec_path):
                         .runtime_value.constant.string_value)
     assert custom["epochs"] == EPOCHS and custom["code_fingerprint"]
     schema = tasks["ImportSchemaGen"].inputs.parameters["schema_file"]
-    assert schema.runtime_value.constant.string_value == kubeflow_runner.IMAGE_SCHEMA_PATH
+    assert schema.runtime_value.constant.string_value == \
+        kubeflow_runner.image_schema_path("movielens-100k")
 
 
 def test_submit_checks_parameters_against_the_spec(spec_path):

@@ -5,13 +5,15 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from ml_metadata.proto import metadata_store_pb2
 
 from tfx_recsys import run_summary
 
 COMPONENTS = ["InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
-              "ExampleValidator", "Transform", "Trainer", "RetrievalEvaluator",
-              "ScannPusher"]
+              "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
+              "RetrievalEvaluator", "ScannPusher"]
 
 
 def _producer(store, artifact_id):
@@ -59,7 +61,7 @@ assert not any(m.startswith(("tfx", "tensorflow_recommenders", "tensorflow_trans
                for m in sys.modules), "serving must not need the training stack"
 model = tf.saved_model.load({os.path.join(tiny_run.serving_dir, version)!r})
 out = model.signatures["serving_default"](
-    user_id=tf.constant(["u1", "someone-new"]), age=tf.constant([30, 40], tf.int64),
+    user_id=tf.constant(["u1", "someone-new"]), age=tf.constant([30.0, 40.0]),
     gender=tf.constant(["F", "M"]), occupation=tf.constant(["writer", "?"]),
     zip_code=tf.constant(["1", "2"]))
 print(out["item_ids"].dtype.name, out["item_ids"].shape, out["scores"].dtype.name)
@@ -145,3 +147,30 @@ def test_same_data_and_seed_give_identical_metrics(tiny_run, tiny_data, tmp_path
                     for root in (tiny_run.root, str(tmp_path / "again")))
     assert json.dumps(first["model"], sort_keys=True) == \
         json.dumps(again["model"], sort_keys=True)
+
+
+def test_anomalies_stop_the_run_before_transform_with_a_readable_summary(
+        tiny_data, tmp_path):
+    """A schema whose gender domain allows only "M": ExampleValidator finds
+    the other values, AnomaliesGate stops the run and says so in a line per
+    anomaly; Transform never runs."""
+    from tfx_recsys import dataset_config
+    from tfx_recsys.data import schema
+    from tfx_recsys.data.native import DataError
+    from tfx_recsys.pipeline import local_runner
+
+    dataset = dataset_config.load(dataset_config.builtin_path("synthetic"))
+    text = schema.schema_text(dataset).replace(
+        'name: "gender"\n', 'name: "gender"\n  string_domain {\n    value: "M"\n  }\n', 1)
+    assert "string_domain" in text
+    strict = tmp_path / "strict.pbtxt"
+    strict.write_text(text)
+    root = tmp_path / "root"
+    with pytest.raises(DataError) as raised:
+        local_runner.run(tiny_data, str(root), dataset=dataset, schema=str(strict))
+    message = str(raised.value)
+    assert "ExampleValidator found" in message and "the run stops before training" in message
+    assert "split 'train': feature 'gender'" in message
+    assert str(strict) in message
+    store = run_summary.open_store(str(root))
+    assert not run_summary.executions_of(store, "Transform")

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import List, Optional
 
-from tfx_recsys import config
+from tfx_recsys import config, dataset_config
 
 MOVIELENS = "movielens-100k"
 SYNTHETIC = "synthetic"
@@ -110,6 +110,7 @@ def _stderr_to(path: str):
 
 
 def _resolve_data(args) -> str:
+    """The data directory of `--data`, fetched or generated if needed."""
     from tfx_recsys.data import movielens, native, synthetic
 
     if args.data == MOVIELENS:
@@ -129,9 +130,43 @@ def _resolve_data(args) -> str:
         print(f"data: synthetic, {args.num_interactions} interactions "
               f"({directory})")
         return directory
-    native.validate_dataset_dir(args.data)
     print(f"data: {os.path.abspath(args.data)}")
     return args.data
+
+
+def _resolve_dataset(args, data_dir: str):
+    """The dataset config of `--dataset` (a name in datasets/ or a YAML path),
+    with `--split` applied, checked against the files in `data_dir`.
+
+    Without --dataset: MovieLens-100K's config for its data, else the
+    synthetic one, which describes the native three-CSV format.
+    """
+    import dataclasses
+
+    from tfx_recsys.data import native
+
+    dataset = _load_dataset(
+        args.dataset or (MOVIELENS if args.data == MOVIELENS else SYNTHETIC))
+    if args.split:
+        dataset = dataclasses.replace(
+            dataset, split=dataclasses.replace(dataset.split, kind=args.split))
+    native.validate_dataset(dataset, data_dir)
+    print(f"dataset: {dataset.name} (split: {dataset.split.kind})")
+    return dataset
+
+
+def _load_dataset(name: str):
+    """A dataset config by built-in name (datasets/<name>.yaml) or YAML path."""
+    path = name if name.endswith((".yaml", ".yml")) else dataset_config.builtin_path(name)
+    if not os.path.exists(path):
+        known = sorted(f[:-5] for f in os.listdir(dataset_config.DATASETS_DIR)
+                       if f.endswith(".yaml"))
+        raise UserError(f"--dataset {name}: no such config file or built-in "
+                        f"dataset (built-in: {', '.join(known)})")
+    try:
+        return dataset_config.load(path)
+    except dataset_config.ConfigError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_run(args) -> int:
@@ -143,6 +178,7 @@ def cmd_run(args) -> int:
     except ValueError as e:
         raise UserError(f"--blessing-metric: {e}") from None
     data_dir = _resolve_data(args)
+    dataset = _resolve_dataset(args, data_dir)
     log_path = _log_to_file(args.root)
     print(f"root: {args.root}\nlog:  {log_path}\nloading TensorFlow and TFX ...")
     with _stderr_to(log_path):
@@ -156,16 +192,23 @@ def cmd_run(args) -> int:
     progress = _ComponentProgress(sys.stdout)
     logging.getLogger("absl").addHandler(progress)
 
-    training = config.TwoTowerConfig(
+    _, hyperparameters_class = config.MODELS[args.model]
+    training = hyperparameters_class(
         **{k: v for k, v in (("epochs", args.epochs), ("seed", args.seed))
            if v is not None})
     blessing = config.BlessingConfig(
         metric=args.blessing_metric, min_value=args.min_value,
         max_regression=args.max_regression)
+    try:
+        beam = local_runner.beam_args(args.beam, args.workers, args.beam_arg or ())
+    except ValueError as e:
+        raise UserError(str(e)) from None
     started = time.monotonic()
     try:
         with _stderr_to(log_path):
-            local_runner.run(data_dir, args.root, training=training,
+            local_runner.run(data_dir, args.root, dataset=dataset,
+                             model=args.model, training=training,
+                             beam_pipeline_args=beam, metadata=args.metadata,
                              enable_cache=not args.no_cache, blessing=blessing)
     finally:
         logging.getLogger("absl").removeHandler(progress)
@@ -174,12 +217,8 @@ def cmd_run(args) -> int:
     result = run_summary.summary(args.root)
     print(f"\npipeline finished in {total:.0f} s\n")
     print(run_summary.format_table(result))
-    if result["anomalies"]:
-        print("\ndata anomalies (ExampleValidator, against schemas/):")
-        for split, lines in result["anomalies"].items():
-            print("\n".join(f"  {split}: {line}" for line in lines))
-    else:
-        print("\ndata anomalies: none (ExampleValidator, against schemas/)")
+    print(f"\ndata anomalies: none (ExampleValidator, against {dataset.name}'s schema)")
+    _print_ingestion(result.get("ingestion") or {})
     blessing = result.get("evaluation", {}).get("blessing", {})
     print(f"\nblessed: {'yes' if blessing.get('blessed') else 'no'} "
           f"({blessing.get('reason', 'no evaluation')})")
@@ -198,30 +237,38 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _print_ingestion(ingestion: dict) -> None:
+    """Rows ExampleGen set aside: counted by file and reason, never silent."""
+    rejected = ingestion.get("rejected_rows", 0)
+    if rejected:
+        print(f"skipped rows: {rejected}, listed in {ingestion['rejected_file']}")
+        for reason, count in sorted(ingestion.get("rejected_summary", {}).items()):
+            print(f"  {count:6d}  {reason}")
+    else:
+        print("skipped rows: none")
+    filtered = ingestion.get("filtered_below_min_rating", 0)
+    if filtered:
+        print(f"below min_rating (not positives, kept out of the examples): {filtered}")
+
+
 # --------------------------------------------------------------------------
 # recsys recommend
 
 
-def _find_row(path: str, columns, key: str, value: str) -> Optional[dict]:
-    from tfx_recsys.data import native
+def _latest_rows(store, output_key: str, split: str) -> list:
+    """Rows ({feature: values}) of the latest ExampleGen output `output_key`."""
+    from tfx_recsys import examples_io, run_summary
 
-    for _, row in native.read_table(path, columns):
-        if row[key] == value:
-            return row
-    return None
-
-
-def _titles(path: str) -> dict:
-    from tfx_recsys.data import native
-
-    return {row["item_id"]: row["title"]
-            for _, row in native.read_table(path, native.ITEM_COLUMNS)}
+    execution = run_summary.latest_execution(store, "InteractionsExampleGen")
+    if execution is None:
+        return []
+    [artifact] = run_summary.output_artifacts(store, execution, output_key)
+    return list(examples_io.read_rows(artifact.uri, split))
 
 
 def cmd_recommend(args) -> int:
-    from tfx_recsys import run_summary
     from tfx_recsys.components.scann_pusher import publishing
-    from tfx_recsys.data import native
+    from tfx_recsys.examples_io import scalar
 
     serving_dir = _serving_dir(args.root)
     model_dir = publishing.latest_version_dir(serving_dir)
@@ -229,37 +276,37 @@ def cmd_recommend(args) -> int:
         raise UserError(f"no pushed model under {serving_dir}; run "
                         f"`recsys run --root {args.root}` (the model must be "
                         "blessed to be pushed)")
-    data_dir = run_summary.data_path(_open_store(args.root))
-    if data_dir is None:
-        raise UserError(f"no pipeline run recorded in {os.path.abspath(args.root)}")
-    native.validate_dataset_dir(data_dir)  # it may have moved since the run
-    users_csv = os.path.join(data_dir, native.USERS_FILE)
-    user = _find_row(users_csv, native.USER_COLUMNS, "user_id", args.user)
-    if user is None:
-        raise UserError(f"unknown user {args.user!r}: not in {users_csv}")
     if args.k < 1:
         raise UserError("-k must be at least 1")
+    # The users and items as the run ingested them (its `users` and `items`
+    # outputs), whatever format the dataset came in.
+    store = _open_store(args.root)
+    with _stderr_to(os.devnull):
+        users = {scalar(r, "user_id"): r for r in _latest_rows(store, "users", "users")}
+        user = users.get(args.user)
+        if user is None:
+            raise UserError(f"unknown user {args.user!r}: not among the "
+                            f"{len(users)} users of the run in {args.root}")
+        import scann  # noqa: F401  registers the ScaNN op the SavedModel uses
 
-    import scann  # noqa: F401  registers the ScaNN op the SavedModel uses
-    import tensorflow as tf
+        from tfx_recsys import embedding
 
-    model = tf.saved_model.load(model_dir)
-    outputs = model.signatures["serving_default"](
-        user_id=tf.constant([user["user_id"]]),
-        age=tf.constant([int(user["age"])], tf.int64),
-        gender=tf.constant([user["gender"]]),
-        occupation=tf.constant([user["occupation"]]),
-        zip_code=tf.constant([user["zip_code"]]))
+        model = embedding.load(model_dir)
+        outputs = model.signatures["serving_default"](
+            **embedding.request(model, "serving_default", [user]))
+        titles = {scalar(r, "item_id"): scalar(r, "title", "")
+                  for r in _latest_rows(store, "items", config.ITEMS_SPLIT)}
     item_ids = [i.decode() for i in outputs["item_ids"].numpy()[0]]
     scores = outputs["scores"].numpy()[0]
     if args.k > len(item_ids):
         raise UserError(f"-k {args.k} exceeds the {len(item_ids)} items the "
                         "served model returns")
-    titles = _titles(os.path.join(data_dir, native.ITEMS_FILE))
-    print(f"top {args.k} for user {args.user} (age {user['age']}, "
-          f"{user['gender']}, {user['occupation']}) from {model_dir}:")
+    described = ", ".join(f"{name} {values[0] if len(values) == 1 else values}"
+                          for name, values in sorted(user.items())
+                          if name != "user_id" and values)
+    print(f"top {args.k} for user {args.user} ({described}) from {model_dir}:")
     for rank, (item, score) in enumerate(zip(item_ids[:args.k], scores), 1):
-        print(f"{rank:3d}. {titles.get(item, '?')}  [item {item}, score {score:.3f}]")
+        print(f"{rank:3d}. {titles.get(item) or '?'}  [item {item}, score {score:.3f}]")
     return 0
 
 
@@ -316,8 +363,10 @@ def _open_store(root: str):
 
     try:
         return run_summary.open_store(os.path.abspath(root))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
+    except RuntimeError as e:  # MLMD cannot connect (server down, bad password)
+        raise UserError(f"cannot open the ML Metadata store of {root}: {e}") from None
 
 
 def cmd_lineage(args) -> int:
@@ -329,6 +378,32 @@ def cmd_lineage(args) -> int:
         raise UserError(f"{e} in {os.path.abspath(args.root)}") from None
     print(lineage.format_tree(tree))
     print(f"\npicture: {lineage.write_svg(os.path.abspath(args.root), tree)}")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from tfx_recsys.data import schema
+
+    dataset = _load_dataset(args.dataset)
+    text = schema.schema_text(dataset)
+    if args.output:
+        schema.write_schema(dataset, args.output)
+        print(f"wrote {os.path.abspath(args.output)}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from tfx_recsys import report
+
+    root = os.path.abspath(args.root)
+    try:
+        with _stderr_to(os.devnull):
+            path = report.write_report(root, args.run)
+    except (FileNotFoundError, LookupError) as e:
+        raise UserError(str(e)) from None
+    print(f"report: {path}")
     return 0
 
 
@@ -349,14 +424,38 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the pipeline end to end")
     run.add_argument("--data", default=MOVIELENS,
                      help=f"{MOVIELENS} (default), {SYNTHETIC}, or a directory "
-                          "with interactions.csv, users.csv, items.csv")
+                          "holding the tables the dataset config names")
+    run.add_argument("--dataset",
+                     help="dataset config: a name in datasets/ or a YAML file "
+                          f"(default: {MOVIELENS} for its data, else {SYNTHETIC}, "
+                          "the native three-CSV format)")
+    run.add_argument("--split", choices=dataset_config.SPLIT_KINDS,
+                     help="override the config's split kind")
+    run.add_argument("--model", default=config.DEFAULT_MODEL,
+                     choices=sorted(config.MODELS),
+                     help="retrieval model to train (default: %(default)s)")
     run.add_argument("--root", default=config.DEFAULT_ROOT,
                      help="where the run writes everything (default: %(default)s)")
     run.add_argument("--epochs", type=int, help="training epochs")
     run.add_argument("--seed", type=int, default=None,
-                     help="training seed (default: config.TwoTowerConfig.seed)")
+                     help="training seed (default: the model config's seed)")
     run.add_argument("--no-cache", action="store_true",
                      help="re-run every component")
+    run.add_argument("--metadata",
+                     help="ML Metadata store: a SQLite file (default: "
+                          "<root>/metadata.sqlite) or mysql://USER@HOST[:PORT]/DB "
+                          "(password in $RECSYS_METADATA_PASSWORD); the root "
+                          "remembers it for runs, lineage, recommend, report")
+    beam = run.add_argument_group("Beam (the data-parallel components)")
+    beam.add_argument("--beam", default="in_memory",
+                      choices=("in_memory", "multi_processing", "pass_through"),
+                      help="in_memory (default); multi_processing: N local worker "
+                           "processes; pass_through: only the --beam-arg options "
+                           "(e.g. --runner=DataflowRunner ...)")
+    beam.add_argument("--workers", type=int,
+                      help="worker processes of multi_processing (default: CPUs)")
+    beam.add_argument("--beam-arg", action="append", metavar="OPTION",
+                      help="a Beam pipeline option, passed through (repeatable)")
     gate = run.add_argument_group("blessing (every check must hold)")
     defaults = config.BlessingConfig()
     gate.add_argument("--blessing-metric", default=defaults.metric,
@@ -398,6 +497,19 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--root", default=config.DEFAULT_ROOT)
     lineage.add_argument("--version", help="pushed version (default: the newest)")
     lineage.set_defaults(func=cmd_lineage)
+
+    schema = commands.add_parser(
+        "schema", help="print the raw-example schema a dataset config implies")
+    schema.add_argument("--dataset", required=True,
+                        help="a name in datasets/ or a YAML file")
+    schema.add_argument("--output", help="write it to this file instead")
+    schema.set_defaults(func=cmd_schema)
+
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML page about a run")
+    report.add_argument("--root", default=config.DEFAULT_ROOT)
+    report.add_argument("--run", help="pipeline run id (default: the newest)")
+    report.set_defaults(func=cmd_report)
 
     runs = commands.add_parser("runs", help="one line per pipeline run")
     runs.add_argument("--root", default=config.DEFAULT_ROOT)

@@ -26,7 +26,7 @@ _ARTIFACT_FACTS = {
     "ModelEvaluation": ("recall@10", "recall@100", "ndcg@10"),
 }
 _EXECUTION_FACTS = {
-    "InteractionsExampleGen": ("input_base", "eval_fraction"),
+    "InteractionsExampleGen": ("input_base", "dataset"),
     "ImportSchemaGen": ("schema_file",),
     "Trainer": ("custom_config",),
     "Transform": ("custom_config",),
@@ -102,13 +102,25 @@ def model_lineage(store, version: Optional[str] = None) -> Node:
     return _node(store, pushed[-1], {})
 
 
+def _nested(value) -> str:
+    """A setting inside JSON settings: a nested config by its name (the
+    dataset config is long; its name says which one)."""
+    if isinstance(value, dict):
+        return str(value.get("name", "{...}"))
+    return str(value)
+
+
 def _short(value, limit: int = 90) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     text = str(value)
     if text.startswith("{"):
         try:  # JSON settings: drop the braces and quotes, keep key=value
-            text = ", ".join(f"{k}={v}" for k, v in json.loads(text).items())
+            settings = json.loads(text)
+            text = ", ".join(f"{k}={_nested(v)}" for k, v in settings.items())
+            if {"name", "format", "split"} <= set(settings):  # a dataset config
+                text = (f"{settings['name']} ({settings['format']}, "
+                        f"{settings['split']['kind']} split)")
         except ValueError:
             pass
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -14,18 +14,13 @@ METADATA_FILE = "metadata.sqlite"
 
 
 def open_store(root: str):
-    """The run root's SQLite ML Metadata store (read-write)."""
+    """The run root's ML Metadata store (read-write, never created): its
+    metadata.sqlite, or the MySQL/MariaDB store the root's runs recorded."""
     from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
 
-    path = os.path.join(root, METADATA_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no ML Metadata store at {path}: has a "
-                                f"pipeline run with --root {root}?")
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = path
-    connection.sqlite.connection_mode = 2  # READWRITE, never create
-    return metadata_store.MetadataStore(connection)
+    from tfx_recsys.pipeline import local_runner
+
+    return metadata_store.MetadataStore(local_runner.connection_config(root))
 
 
 def executions_of(store, component_class: str) -> List:
@@ -103,10 +98,30 @@ def anomalies(store) -> Dict[str, List[str]]:
     return found
 
 
+def ingestion(store) -> Dict:
+    """What the latest ExampleGen execution set aside: rejected rows (by
+    file and reason, and the file listing them) and rows filtered by the
+    implicit-feedback rule."""
+    execution = latest_execution(store, "InteractionsExampleGen")
+    if execution is None:
+        return {}
+    for artifact in output_artifacts(store, execution, "examples"):
+        summary_json = property_value(artifact, "rejected_summary")
+        return {
+            "rejected_rows": int(property_value(artifact, "rejected_rows", 0) or 0),
+            "rejected_summary": json.loads(summary_json) if summary_json else {},
+            "rejected_file": os.path.join(artifact.uri, "rejected_rows.csv"),
+            "filtered_below_min_rating": int(
+                property_value(artifact, "filtered_below_min_rating", 0) or 0),
+        }
+    return {}
+
+
 def summary(root: str) -> Dict:
     """Metrics, blessing and push of the latest evaluation and push."""
     store = open_store(root)
-    result: Dict = {"data_path": data_path(store), "anomalies": anomalies(store)}
+    result: Dict = {"data_path": data_path(store), "anomalies": anomalies(store),
+                    "ingestion": ingestion(store)}
     evaluator = latest_execution(store, "RetrievalEvaluator")
     if evaluator is not None:
         for artifact in output_artifacts(store, evaluator, "evaluation"):

@@ -37,12 +37,14 @@ EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 TOP_KS_KEY = "top_ks"
 BLESSING_CONFIG_KEY = "blessing_config"
+DIVERSITY_FEATURE_KEY = "diversity_feature"
 
 
 class RetrievalEvaluatorSpec(types.ComponentSpec):
     PARAMETERS = {
         TOP_KS_KEY: ExecutionParameter(type=str),  # JSON list of ints
         BLESSING_CONFIG_KEY: ExecutionParameter(type=str),  # JSON BlessingConfig
+        DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str),
     }
     INPUTS = {
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -67,6 +69,8 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
       baseline_model: the last blessed model (from a resolver), optional.
       top_ks: cut-offs of every metric.
       blessing: the gate's checks.
+      diversity_feature: multi-valued item feature whose categories measure
+        intra-list diversity (e.g. genres); "" for none.
     """
 
     SPEC_CLASS = RetrievalEvaluatorSpec
@@ -76,7 +80,8 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
                  items: types.BaseChannel,
                  baseline_model: Optional[types.BaseChannel] = None,
                  top_ks: Sequence[int] = config.TOP_KS,
-                 blessing: config.BlessingConfig = config.BlessingConfig()):
+                 blessing: config.BlessingConfig = config.BlessingConfig(),
+                 diversity_feature: str = ""):
         config.check_metric_name(blessing.metric, top_ks)
         unknown = set(blessing.beat_baselines) - set(evaluation.BASELINES)
         if unknown:
@@ -86,6 +91,7 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
             model=model, baseline_model=baseline_model, examples=examples,
             items=items, top_ks=json.dumps(list(top_ks)),
             blessing_config=json.dumps(dataclasses.asdict(blessing)),
+            diversity_feature=diversity_feature,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

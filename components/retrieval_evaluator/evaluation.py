@@ -39,7 +39,8 @@ class Corpus:
     train_counts: int [items], training interactions per item.
     popularity_rank: float [items], 1 = most popular in train.
     popularity_bucket: per item, 'head', 'torso' or 'tail'.
-    genre_sets: per item, its genres (for intra-list diversity).
+    genre_sets: per item, its categories in the diversity feature (a
+      multi-valued item feature such as genres), for intra-list diversity.
     """
 
     rows: List[dict]
@@ -78,7 +79,8 @@ def popularity_buckets(train_counts: np.ndarray) -> List[str]:
     return buckets
 
 
-def build_corpus(item_rows: Sequence[dict], train_counts_by_id: Dict[str, int]) -> Corpus:
+def build_corpus(item_rows: Sequence[dict], train_counts_by_id: Dict[str, int],
+                 diversity_feature: str = "genres") -> Corpus:
     index = {scalar(row, "item_id"): i for i, row in enumerate(item_rows)}
     unknown = set(train_counts_by_id) - set(index)
     if unknown:
@@ -90,15 +92,22 @@ def build_corpus(item_rows: Sequence[dict], train_counts_by_id: Dict[str, int]) 
     return Corpus(rows=list(item_rows), index=index, train_counts=counts,
                   popularity_rank=metrics.popularity_ranks(counts),
                   popularity_bucket=popularity_buckets(counts),
-                  genre_sets=[frozenset(row.get("genres", [])) for row in item_rows])
+                  genre_sets=[frozenset(row.get(diversity_feature, []))
+                              for row in item_rows])
 
 
 def make_user_case(train_item_ids: Iterable[str], eval_rows: Sequence[dict],
                    corpus: Corpus) -> Optional[UserCase]:
-    """A user's case, or None if they have no eval interactions."""
+    """A user's case, or None if they have no eval interactions.
+
+    The query is the user's earliest eval example: its features (history
+    included) are what a request at the start of the eval period would carry.
+    """
     if not eval_rows:
         return None
-    return UserCase(user_row=eval_rows[0],
+    first = min(eval_rows, key=lambda r: (scalar(r, "timestamp", 0),
+                                          str(scalar(r, "item_id"))))
+    return UserCase(user_row=first,
                     seen=sorted({corpus.index[i] for i in train_item_ids}),
                     relevant=[corpus.index[scalar(r, "item_id")] for r in eval_rows])
 

@@ -21,7 +21,6 @@ from tfx.utils import path_utils
 
 from tfx_recsys import config, embedding, examples_io
 from tfx_recsys.components.retrieval_evaluator import evaluation
-from tfx_recsys.models import two_tower
 
 METRICS_FILE = "metrics.json"
 TFMA_METRICS_FILE = "metrics-00000-of-00001.tfrecord"
@@ -101,14 +100,12 @@ def _write_partial_results(results, path: str) -> None:
 
 
 def _loadable(model_dir: Optional[str]) -> Optional[str]:
-    """`model_dir` if its SavedModel has both embedding signatures, else None."""
+    """`model_dir` if this evaluator can embed with its SavedModel, else None
+    (e.g. a model exported before the dataset config travelled with it)."""
     if model_dir is None:
         return None
     try:
-        model = embedding.load(model_dir)
-        missing = [name for name in (two_tower.QUERY_SIGNATURE,
-                                     two_tower.CANDIDATE_SIGNATURE)
-                   if not hasattr(model, name)]
+        missing = embedding.missing_parts(embedding.load(model_dir))
     except Exception as e:  # an unreadable old model must not block new ones
         logging.warning("Last blessed model at %s cannot be loaded: %s", model_dir, e)
         return None
@@ -177,8 +174,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             corpus = (pipeline
                       | "ReadItems" >> _ReadRows(items.uri, config.ITEMS_SPLIT)
                       | "ItemList" >> beam.combiners.ToList()
-                      | "Corpus" >> beam.Map(evaluation.build_corpus,
-                                             beam.pvalue.AsDict(counts)))
+                      | "Corpus" >> beam.Map(
+                          evaluation.build_corpus, beam.pvalue.AsDict(counts),
+                          exec_properties.get("diversity_feature") or ""))
             evals = (pipeline
                      | "ReadEval" >> _ReadRows(examples.uri, config.EVAL_SPLIT)
                      | "KeyEval" >> beam.Map(lambda r: (examples_io.scalar(r, "user_id"), r)))

@@ -138,7 +138,7 @@ class Executor(pusher_executor.Executor):
         scann_index.save(scann_index.BruteForceRecommender(
             trainer_model, item_ids, item_embeddings, k), staged["brute_force"])
         _write_embeddings(staged["embeddings"], item_ids, item_embeddings)
-        columns = embedding.user_columns(users)
+        columns = embedding.user_columns(users, trainer_model)
         requests = [{name: values[i] for name, values in columns.items()}
                     for i in range(len(users))]
         latency = scann_index.signature_latency_ms(staged["scann"], requests)

@@ -385,9 +385,14 @@ def _leaf_converter(dtype) -> Callable[[Any], Any]:
             return value
         return to_int
     if dtype.is_floating:
+        largest = float(np.finfo(dtype.as_numpy_dtype).max)
+
         def to_float(value):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"expected a number ({dtype.name})")
+            # NaN passes: it is the serving contract's "missing" marker.
+            if abs(float(value)) > largest:
+                raise ValueError(f"number out of range for {dtype.name}")
             return float(value)
         return to_float
     raise RequestError(500, f"the signature takes dtype {dtype.name}, which "
