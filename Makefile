@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test bench-serving lock clean
+.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput lock clean
 
 setup: $(STAMP)
 
@@ -53,9 +53,21 @@ system-packages:
 	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }; \
 	else echo "missing Debian packages: run 'sudo apt-get install $(SYSTEM_PACKAGES)'" >&2; exit 1; fi
 
+# All benchmarks; each prints a table and writes bench/results/.
+bench: bench-quality bench-throughput bench-serving
+
 # Serving latency and recall: ScaNN vs brute force on 10K/100K/1M items.
 bench-serving: setup
 	$(VENV_PY) bench/serving.py
+
+# Retrieval quality on MovieLens-100K: every model beside the baselines
+# (temporal split) and the TFRS tutorial protocol.
+bench-quality: setup
+	$(VENV_PY) bench/quality.py
+
+# Training throughput of the pipeline's Trainer against a bare TFRS loop.
+bench-throughput: setup
+	$(VENV_PY) bench/throughput.py
 
 # Re-resolve the lock after editing requirements/requirements.in.
 lock: | $(UV)

@@ -30,18 +30,24 @@ p50 <= 1 ms at 1M items; PASS/FAIL is printed, the exit status stays 0) and,
 for comparison, 10. Recall@10 is measured on the first 10 answers.
 
 Where the data comes from. The query tower is a real Trainer SavedModel: the
-pipeline runs once on small synthetic data (--model-dir skips that, --root
-keeps it for the next run). The
-queries are that model's embeddings of the dataset's real users: 200 users
-tune the index, up to --queries other users measure everything. The items
-are synthetic: a Gaussian mixture whose 1000 centres are the model's own item
-embeddings, with noise as wide, per dimension, as the real items' spread (so
-the clusters overlap), scaled so that query-item scores spread as the real
-ones do. Everything is seeded.
+pipeline runs once on small synthetic data (datasets/synthetic.yaml; --root
+keeps the run for the next time, --model-dir serves another Trainer model of
+the same data contract instead of the run's). The users are the rows of that
+run's ExampleGen `users` output (user_id and the user features, as requests
+carry them); requests are built from the served signature's own input specs
+(tfx_recsys/embedding.py), and the queries are the Trainer's query_embedding
+signature on those rows, the very embeddings the served models compute (the
+history is looked up inside the model). 200 users tune the index, up to
+--queries other users measure everything. The items are synthetic: a
+Gaussian mixture whose 1000 centres are the model's own embeddings of the
+run's `items` output, with noise as wide, per dimension, as the real items'
+spread (so the clusters overlap), scaled so that query-item scores spread as
+the real ones do. Everything is seeded.
 
 Timings are wall clock with TensorFlow's default thread pools, and include
 whatever else the machine is running (its load average is recorded).
-Output: a table on stdout, bench/results/serving.json and serving.md.
+Output: a table on stdout, bench/results/serving.json and serving.md (--out
+writes them elsewhere).
 """
 
 import os
@@ -66,10 +72,10 @@ import scann  # noqa: E402,F401  (registers the ScaNN op: saved models load)
 import tensorflow as tf  # noqa: E402
 from tfx.utils import path_utils  # noqa: E402
 
-from tfx_recsys import config, embedding, run_summary  # noqa: E402
+from tfx_recsys import (config, dataset_config, embedding, examples_io,  # noqa: E402
+                        run_summary)
 from tfx_recsys.components.scann_pusher import index, tuning  # noqa: E402
-from tfx_recsys.data import native, synthetic  # noqa: E402
-from tfx_recsys.models import two_tower  # noqa: E402
+from tfx_recsys.data import synthetic  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
@@ -84,11 +90,19 @@ BATCH_SECONDS = 5.0
 INDEX_REPEATS = 300      # single queries per index-only measurement, at most
 TUNING_USERS = 200       # as many as tuning times (tuning._LATENCY_QUERIES)
 NUM_CENTRES = 1000
+EMBED_BATCH = 1024       # users per query_embedding call
 EXACT_CHUNK = 64         # queries per exact-search chunk: 64 x 1M scores = 256 MB
 # The data the query tower is trained on: 2000 users, so that 200 tune the
 # index and 1000 others measure it.
 DATASET = dict(num_users=2000, num_items=1000, num_interactions=40_000, seed=0)
 TRAINING = config.TwoTowerConfig(epochs=3)
+MODEL = "two_tower"      # the Trainer whose hyperparameters TRAINING are
+# The data contract of the generated dataset (and of --data-dir).
+DATASET_CONFIG = dataset_config.builtin_path("synthetic")
+# The ExampleGen outputs (and their splits) the users and items come from.
+EXAMPLE_GEN = "InteractionsExampleGen"
+USERS_OUTPUT, USERS_SPLIT = "users", "users"
+ITEMS_OUTPUT, ITEMS_SPLIT = "items", config.ITEMS_SPLIT
 
 # The targets, judged at 1M items on the model as pushed (k = 100).
 TARGET_ITEMS = 1_000_000
@@ -101,53 +115,64 @@ TARGET_P50_MS = 1.0
 # The query tower, the users and the items
 
 
-def prepare_model(model_dir: str, data_dir: str, root: str):
-    """(model_dir, data_dir) of the query tower: trains one unless given.
+def prepare_run(data_dir: str, root: str) -> str:
+    """The root of the pipeline run the query tower, users and items come from.
 
     What is generated goes under `root` and is reused from there: data/, the
-    seeded DATASET (unless data_dir is given), and run/, the pipeline run that
-    trains the query tower on it (unless model_dir is given).
+    seeded DATASET (unless data_dir is given), and run/, the pipeline run on
+    it (run if new), which trains the query tower.
     """
-    if not data_dir:
-        data_dir = os.path.join(root, "data")
-        if not os.path.exists(os.path.join(data_dir, native.ITEMS_FILE)):
-            synthetic.generate_synthetic(data_dir, **DATASET)
-    return model_dir or trained_model_dir(data_dir, os.path.join(root, "run")), data_dir
-
-
-def trained_model_dir(data_dir: str, run_root: str) -> str:
-    """The Trainer's model dir of the pipeline run in `run_root` (run if new)."""
+    run_root = os.path.join(root, "run")
+    if os.path.exists(os.path.join(run_root, run_summary.METADATA_FILE)):
+        return run_root
     from tfx_recsys.pipeline import local_runner
 
-    if not os.path.exists(os.path.join(run_root, run_summary.METADATA_FILE)):
-        local_runner.run(data_dir, run_root, training=TRAINING)
-    store = run_summary.open_store(run_root)
+    dataset = dataset_config.load(DATASET_CONFIG)
+    if not data_dir:
+        data_dir = os.path.join(root, "data")
+        if not all(os.path.exists(os.path.join(data_dir, table.path))
+                   for table in (dataset.interactions, dataset.users, dataset.items)):
+            synthetic.generate_synthetic(data_dir, **DATASET)
+    local_runner.run(data_dir, run_root, dataset=dataset, model=MODEL, training=TRAINING)
+    return run_root
+
+
+def trained_model_dir(store) -> str:
+    """The serving model dir of the run's (latest) Trainer."""
     execution = run_summary.latest_execution(store, "Trainer")
     [model] = run_summary.output_artifacts(store, execution, "model")
     return path_utils.serving_model_path(model.uri)
 
 
-def read_users(data_dir: str) -> List[Dict[str, object]]:
-    """users.csv as raw request rows ({feature: value}), in file order."""
-    path = os.path.join(data_dir, native.USERS_FILE)
-    return [{name: int(value) if name in config.USER_INT_FEATURES else value
-             for name, value in row.items()}
-            for _, row in native.read_table(path, native.USER_COLUMNS)]
+def example_gen_rows(store, output: str, split: str) -> List[Dict[str, list]]:
+    """The rows ({feature: values}) of one ExampleGen output of the run."""
+    execution = run_summary.latest_execution(store, EXAMPLE_GEN)
+    [artifact] = run_summary.output_artifacts(store, execution, output)
+    return list(examples_io.read_rows(artifact.uri, split))
 
 
-def embed_users(model, users: Sequence[Dict[str, object]]) -> np.ndarray:
-    """float32 [users, dim] query embeddings of raw request rows."""
-    return embedding.embed_users(model, [{name: [value] for name, value in user.items()}
-                                         for user in users])
+def read_users(store) -> List[Dict[str, list]]:
+    """The run's users (its `users` output), ordered by user id."""
+    rows = example_gen_rows(store, USERS_OUTPUT, USERS_SPLIT)
+    return sorted(rows, key=lambda row: examples_io.scalar(row, dataset_config.USER_ID))
 
 
-def real_item_embeddings(model, data_dir: str) -> np.ndarray:
-    """float32 [items, dim]: the model's embeddings of the items.csv items."""
-    path = os.path.join(data_dir, native.ITEMS_FILE)
-    rows = [{"item_id": [row["item_id"]],
-             "genres": [g for g in row["genres"].split(native.GENRE_SEPARATOR) if g]}
-            for _, row in native.read_table(path, native.ITEM_COLUMNS)]
-    return embedding.embed_items(model, rows)
+def embed_users(model, users: Sequence[Dict[str, list]]) -> np.ndarray:
+    """float32 [users, dim]: the Trainer's query_embedding of user rows.
+
+    The signature the served models put in front of their search (history
+    looked up inside the model), so these are the queries they search with.
+    """
+    query = model.signatures[embedding.QUERY_SIGNATURE]
+    return np.concatenate([
+        query(**embedding.request(model, embedding.QUERY_SIGNATURE,
+                                  users[i:i + EMBED_BATCH]))["embedding"].numpy()
+        for i in range(0, len(users), EMBED_BATCH)])
+
+
+def real_item_embeddings(model, store) -> np.ndarray:
+    """float32 [items, dim]: the model's embeddings of the run's `items` rows."""
+    return embedding.embed_items(model, example_gen_rows(store, ITEMS_OUTPUT, ITEMS_SPLIT))
 
 
 def synthetic_items(real_items: np.ndarray, queries: np.ndarray, num_items: int,
@@ -212,30 +237,40 @@ def p50(times: np.ndarray) -> float:
     return float(np.percentile(times, 50))
 
 
-def requests(users: Sequence[Dict[str, object]]) -> Dict[str, tf.Tensor]:
-    """One call's input: the users' raw features as [batch] tensors."""
-    dtypes = {spec.name: spec.dtype for spec in two_tower.QUERY_INPUT_SIGNATURE}
-    return {name: tf.constant([user[name] for user in users], dtypes[name])
-            for name in dtypes}
+def requests(model, users: Sequence[Dict[str, list]],
+             signature: str = index.SERVING_SIGNATURE) -> Dict[str, tf.Tensor]:
+    """One call's input: the users' columns as the signature's inputs take them
+    (built from its own input specs)."""
+    return embedding.request(model, signature, users)
 
 
-def overhead_ms(model, users: Sequence[Dict[str, object]],
+def request_rows(model, users: Sequence[Dict[str, list]]) -> List[Dict[str, object]]:
+    """Single-user raw request columns ({input: value}), as
+    index.signature_latency_ms takes them: the served inputs, which are the
+    Trainer's query_embedding inputs."""
+    columns = embedding.user_columns(users, model, embedding.QUERY_SIGNATURE)
+    return [{name: values[i] for name, values in columns.items()}
+            for i in range(len(users))]
+
+
+def overhead_ms(model, users: Sequence[Dict[str, list]],
                 repeats: int) -> Dict[str, float]:
     """Where single-user time goes before any search, measured the same way.
 
-    call: a signature with the serving inputs that does (almost) nothing;
-    query tower: the Trainer's query_embedding signature alone.
+    call: a signature with the serving inputs (the input specs of the
+    Trainer's query_embedding, which the served signature takes) that does
+    (almost) nothing; query tower: the Trainer's query_embedding signature alone.
     """
-    noop = tf.function(_noop, input_signature=two_tower.QUERY_INPUT_SIGNATURE
-                       ).get_concrete_function()
-    single = [requests([user]) for user in users]
-    tower = model.signatures[two_tower.QUERY_SIGNATURE]
-    return {"signature_call_p50": p50(times_ms(lambda r: noop(**r), single, repeats)),
+    specs = embedding.input_specs(model, embedding.QUERY_SIGNATURE)
+    noop = tf.function(_noop, input_signature=[specs]).get_concrete_function()
+    single = [requests(model, [user], embedding.QUERY_SIGNATURE) for user in users]
+    tower = model.signatures[embedding.QUERY_SIGNATURE]
+    return {"signature_call_p50": p50(times_ms(lambda r: noop(r), single, repeats)),
             "query_tower_p50": p50(times_ms(lambda r: tower(**r), single, repeats))}
 
 
-def _noop(user_id, age, gender, occupation, zip_code):
-    return {"n": tf.size(user_id)}
+def _noop(inputs):
+    return {"n": tf.size(inputs[dataset_config.USER_ID])}
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +282,7 @@ class Setup:
     trainer_model: object
     real_items: np.ndarray        # [items, dim], the model's own
     tune_queries: np.ndarray      # [TUNING_USERS, dim]
-    users: List[Dict[str, object]]  # the measuring users, raw rows
+    users: List[Dict[str, list]]  # the measuring users, example rows
     queries: np.ndarray           # [len(users), dim], their embeddings
     work_dir: str
     seed: int
@@ -294,11 +329,12 @@ def index_only_ms(searcher, scann_index: index.ScannIndex, items: np.ndarray,
     return result
 
 
-def batch_ms(serve, users: Sequence[Dict[str, object]]) -> Dict[str, float]:
+def batch_ms(model, users: Sequence[Dict[str, list]]) -> Dict[str, float]:
     """p50 of BATCH-user calls and the throughput it gives."""
-    batches = [requests(users[i:i + BATCH])
-               for i in range(0, len(users) - BATCH + 1, BATCH)] or [requests(users)]
-    size = int(batches[0]["user_id"].shape[0])
+    serve = model.signatures[index.SERVING_SIGNATURE]
+    batches = [requests(model, users[i:i + BATCH])
+               for i in range(0, len(users) - BATCH + 1, BATCH)] or [requests(model, users)]
+    size = int(batches[0][dataset_config.USER_ID].shape[0])
     serve(**batches[0])  # warm-up
     times, spent = [], 0.0
     while len(times) < BATCH_REPEATS and (spent < BATCH_SECONDS or len(times) < 3):
@@ -310,21 +346,25 @@ def batch_ms(serve, users: Sequence[Dict[str, object]]) -> Dict[str, float]:
             "queries_per_s": size / (p50(np.array(times)) / 1e3), "calls": len(times)}
 
 
-def served_answers(serve, users: Sequence[Dict[str, object]]) -> np.ndarray:
+def served_answers(model, users: Sequence[Dict[str, list]]) -> np.ndarray:
     """int [users, k] the served model's top-k, as item positions."""
-    answers = [serve(**requests(users[i:i + BATCH]))["item_ids"].numpy()
+    serve = model.signatures[index.SERVING_SIGNATURE]
+    answers = [serve(**requests(model, users[i:i + BATCH]))["item_ids"].numpy()
                for i in range(0, len(users), BATCH)]
     return positions(np.concatenate(answers))
 
 
-def bench_model(model_dir: str, users: Sequence[Dict[str, object]], exact: np.ndarray,
+def bench_model(model_dir: str, users: Sequence[Dict[str, list]],
+                single_users: Sequence[Dict[str, object]], exact: np.ndarray,
                 repeats: int) -> Dict[str, object]:
-    """Single-user and batched latency and recall of one saved model."""
-    result = {"single": index.signature_latency_ms(model_dir, users, repeats)}
+    """Single-user and batched latency and recall of one saved model.
+
+    users: example rows; single_users: the same users as request_rows.
+    """
+    result = {"single": index.signature_latency_ms(model_dir, single_users, repeats)}
     model = tf.saved_model.load(model_dir)
-    serve = model.signatures[index.SERVING_SIGNATURE]
-    result["batched"] = batch_ms(serve, users)
-    answers = served_answers(serve, users)
+    result["batched"] = batch_ms(model, users)
+    answers = served_answers(model, users)
     k = answers.shape[1]
     for at in sorted({TOP10, k}):
         result[f"recall@{at}"] = tuning.recall_at_k(answers[:, :at], exact[:, :at])
@@ -335,6 +375,7 @@ def bench_k(setup: Setup, searcher, leaves: int, items: np.ndarray,
             exact: np.ndarray, k: int, repeats: int) -> Dict[str, object]:
     """Both served models with top-k = k: saved as pushed, loaded, measured."""
     ids = item_ids(len(items))
+    single_users = request_rows(setup.trainer_model, setup.users)
     result = {"index_only_ms_p50": index_only_ms(
         searcher, index.ScannIndex(searcher, ids, k, leaves), items, setup.queries)}
     recommenders = {
@@ -346,7 +387,7 @@ def bench_k(setup: Setup, searcher, leaves: int, items: np.ndarray,
     for role, recommender in recommenders.items():
         path = os.path.join(setup.work_dir, f"{role}_{len(items)}_k{k}")
         saved_s = _save(recommender(), path)  # its copy of the index is freed
-        result[role] = {**bench_model(path, setup.users, exact, repeats),
+        result[role] = {**bench_model(path, setup.users, single_users, exact, repeats),
                         "save_s": saved_s, "size_mb": _size_mb(path)}
         shutil.rmtree(path)
         gc.collect()
@@ -567,13 +608,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES,
                         help="measuring users: single-user calls and recall queries "
                              "(default: %(default)s)")
-    parser.add_argument("--model-dir", help="a Trainer SavedModel (Format-Serving); "
-                        "default: train one by running the pipeline")
-    parser.add_argument("--data-dir", help="the dataset the model was trained on "
-                        "(users.csv, items.csv); default: the seeded synthetic one")
-    parser.add_argument("--root", help="keep the generated dataset and training run "
-                        "here, and reuse them on later runs; default: a temporary dir")
-    parser.add_argument("--out", default=RESULTS_DIR, help="default: %(default)s")
+    parser.add_argument("--model-dir", help="a Trainer SavedModel (Format-Serving) "
+                        "of the run's data contract to serve instead of the run's own; "
+                        "default: the pipeline run's Trainer model")
+    parser.add_argument("--data-dir", help="the dataset to run the pipeline on when "
+                        "--root holds no run yet (CSV files as datasets/synthetic.yaml "
+                        "describes them); default: the seeded synthetic one")
+    parser.add_argument("--root", help="keep the generated dataset and the pipeline run "
+                        "(which gives the query tower, users and items) here, and reuse "
+                        "them on later runs; default: a temporary dir")
+    parser.add_argument("--out", default=RESULTS_DIR,
+                        help="where serving.json and serving.md go (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.sizes = [int(size) for size in args.sizes.split(",") if size]
@@ -583,14 +628,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace, work_dir: str) -> Dict[str, object]:
-    model_dir, data_dir = prepare_model(args.model_dir, args.data_dir,
-                                        args.root or work_dir)
-    trainer_model = embedding.load(model_dir)
-    users = read_users(data_dir)
+    store = run_summary.open_store(prepare_run(args.data_dir, args.root or work_dir))
+    trainer_model = embedding.load(args.model_dir or trained_model_dir(store))
+    users = read_users(store)
     order = np.random.default_rng(args.seed).permutation(len(users))
     tuning_users = [users[i] for i in order[:TUNING_USERS]]
     measuring = [users[i] for i in order[TUNING_USERS:TUNING_USERS + args.queries]]
-    setup = Setup(trainer_model, real_item_embeddings(trainer_model, data_dir),
+    setup = Setup(trainer_model, real_item_embeddings(trainer_model, store),
                   embed_users(trainer_model, tuning_users), measuring,
                   embed_users(trainer_model, measuring), work_dir, args.seed)
     real_scores = score_stats(setup.queries, setup.real_items,
