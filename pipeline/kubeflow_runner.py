@@ -12,28 +12,36 @@ Metadata belongs to the cluster (KFP's store, or Vertex ML Metadata).
       endpoint (kfp.Client)
   add_commands(subparsers) -> registers `recsys compile` and `recsys submit`
 
-Runtime parameters (root input parameters of the spec, with their defaults;
-an operator sets them per run, see RUNTIME_PARAMETERS):
+Runtime parameters (root input parameters of the spec, with their defaults
+from compile_pipeline()'s arguments; an operator sets them per run, see
+RUNTIME_PARAMETERS and create_pipeline()'s `runtime_parameters`):
 
-  data_path    InteractionsExampleGen's input_base (the three-CSV directory)
-  serving_dir  ScannPusher's serving_dir (where model versions are published)
+  data_path              InteractionsExampleGen's input_base (the data directory)
+  serving_dir            ScannPusher's serving_dir (where versions are published)
+  trainer_custom_config  the Trainer's whole custom_config, a JSON string:
+                         the hyperparameters (epochs, learning_rate, ...), the
+                         dataset contract and the code fingerprint
+  blessing_metric        RetrievalEvaluator's gate: the metric it compares,
+  blessing_min_value     the absolute threshold,
+  max_regression         the drop allowed against the last blessed model
 
-What can NOT be a runtime parameter yet, and why. KubeflowV2DagRunner wires a
-`data_types.RuntimeParameter` only where it *is* a whole, primitive-typed
-execution property; one nested in a dict, proto or dataclass is not
-substituted. So, with create_pipeline() and the components as they are:
+KubeflowV2DagRunner wires a `data_types.RuntimeParameter` only where it *is* a
+whole, primitive-typed execution property; one nested in a dict, proto or
+dataclass is not substituted (TFX serialises it into the surrounding JSON,
+where it stays a constant). Hence:
 
-  training epochs (and every Trainer hyperparameter): they reach the Trainer
-    inside `custom_config`, a dict create_pipeline() builds from `training`
-    plus the code fingerprint. TFX's Trainer itself would take a str
-    RuntimeParameter for the whole custom_config (a JSON string), but
-    create_pipeline() offers no way to pass one. Fixed at compile time
-    (`training=`).
-  blessing thresholds (min_value, max_regression, metric, baselines):
-    RetrievalEvaluator takes a `config.BlessingConfig` dataclass and
-    serialises it into one JSON string property (`blessing_config`), and
-    checks the metric against top_ks when built; a RuntimeParameter cannot
-    stand in for one field. Fixed at compile time (`blessing=`).
+  epochs is not a parameter of its own: it reaches run_fn inside the Trainer's
+    custom_config, and TFX's stock Trainer has no other property that could
+    carry it (TrainArgs.num_steps is inside a proto, so a RuntimeParameter
+    there is not substituted either). The whole custom_config is the
+    parameter: to change epochs, pass the default with "epochs" changed.
+    The dataset contract and code fingerprint must stay as compiled.
+  the blessing gate: RetrievalEvaluator keeps its fixed fields in the JSON
+    property `blessing_config` and puts each field that a RuntimeParameter
+    stands for into a primitive property of its own; the executor checks
+    those at run time (the metric against top_ks), since they cannot be
+    checked when the pipeline is built. beat_baselines stays fixed at
+    compile time (`blessing=`).
   eval_fraction, serving_top_k: their components check the value when the
     pipeline is built (0 < eval_fraction < 1, top_k >= 1), which a
     RuntimeParameter cannot pass. Fixed at compile time.
@@ -43,6 +51,7 @@ starts without them.
 """
 
 import argparse
+import json
 import os
 import sys
 from typing import Dict, Iterable, Mapping, Optional, Sequence
@@ -74,15 +83,28 @@ def image_schema_path(dataset_name: str) -> str:
 from tfx_recsys.pipeline.local_runner import DEFAULT_BEAM_ARGS  # noqa: E402  light
 
 # Runtime parameter name -> (type, description). Each replaces the
-# create_pipeline() argument of the same name; compile_pipeline()'s argument
-# of that name becomes its default.
+# create_pipeline() setting of the same name (pipeline.RUNTIME_SETTINGS);
+# its default is what compile_pipeline()'s arguments give that setting.
 RUNTIME_PARAMETERS = {
     "data_path": (str, "directory with interactions.csv, users.csv, items.csv "
                        "(InteractionsExampleGen input_base; a path mounted in "
                        "the pods)"),
     "serving_dir": (str, "where ScannPusher publishes numbered model versions "
                          "(a path mounted in the pods)"),
+    "trainer_custom_config": (str, "the Trainer's custom_config, JSON: the model's "
+                                   "hyperparameters (epochs, learning_rate, ...), "
+                                   "the dataset contract and the code fingerprint; "
+                                   "change hyperparameters in the default, keep "
+                                   "the rest"),
+    "blessing_metric": (str, "the overall metric the blessing gate compares, "
+                             "<ranking metric>@<K in top_ks>, e.g. recall@100"),
+    "blessing_min_value": (float, "blessing gate: the metric must reach at least "
+                                  "this value"),
+    "max_regression": (float, "blessing gate: how much the metric may drop "
+                              "below the last blessed model's (absolute)"),
 }
+# A trainer_custom_config value must keep these entries of the default.
+_CUSTOM_CONFIG_ENTRIES = ("dataset", "code_fingerprint")
 
 
 def _check_target(output_file: str, target: str) -> None:
@@ -106,6 +128,7 @@ def compile_pipeline(
     schema_path: Optional[str] = None,
     model: str = config.DEFAULT_MODEL,
     training=None,
+    blessing: config.BlessingConfig = config.BlessingConfig(),
     enable_cache: bool = True,
     **pipeline_settings,
 ) -> str:
@@ -127,12 +150,15 @@ def compile_pipeline(
         the dataset's checked-in schema, copied into the image).
       model: a key of config.MODELS: the retrieval model the Trainer runs.
       training: Trainer hyperparameters, an instance of the model's config
-        class, fixed at compile time (not a runtime parameter: see the module
-        docstring).
+        class: with the dataset and the code fingerprint, the default of the
+        `trainer_custom_config` runtime parameter.
+      blessing: the evaluator's gate; its metric, min_value and
+        max_regression are the defaults of the `blessing_metric`,
+        `blessing_min_value` and `max_regression` runtime parameters, its
+        beat_baselines is fixed.
       enable_cache: let the cluster reuse results of unchanged tasks.
       pipeline_settings: passed to create_pipeline() as they are (top_ks,
-        blessing, index_gate, serving_top_k); fixed at compile
-        time.
+        index_gate, serving_top_k); fixed at compile time.
 
     Compile from the commit the image was built from: the dotted paths and the
     code fingerprint (part of the Transform and Trainer cache keys) come from
@@ -143,15 +169,27 @@ def compile_pipeline(
     from tfx import version as tfx_version
     from tfx.orchestration import data_types
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+    from tfx.utils import json_utils
 
     from tfx_recsys import dataset_config
     from tfx_recsys.fingerprint import code_fingerprint
-    from tfx_recsys.pipeline.pipeline import create_pipeline
+    from tfx_recsys.pipeline.pipeline import create_pipeline, trainer_custom_config
 
     dataset = dataset or dataset_config.load(
         dataset_config.builtin_path("movielens-100k"))
     run_fn, hyperparameters_class = config.MODELS[model]
-    defaults = {"data_path": data_path, "serving_dir": serving_dir}
+    hyperparameters = (training or hyperparameters_class()).to_custom_config()
+    fingerprint = code_fingerprint()
+    defaults = {
+        "data_path": data_path,
+        "serving_dir": serving_dir,
+        # The very string TFX's Trainer would make of the dict.
+        "trainer_custom_config": json_utils.dumps(trainer_custom_config(
+            hyperparameters, dataset.to_dict(), fingerprint)),
+        "blessing_metric": blessing.metric,
+        "blessing_min_value": blessing.min_value,
+        "max_regression": blessing.max_regression,
+    }
     parameters = {
         name: data_types.RuntimeParameter(
             name=name, ptype=ptype, default=ptype(defaults[name]),
@@ -160,15 +198,18 @@ def compile_pipeline(
     pipeline = create_pipeline(
         pipeline_name=config.PIPELINE_NAME,
         pipeline_root=pipeline_root,
+        data_path=data_path,
         dataset=dataset.to_dict(),
         schema_path=schema_path or image_schema_path(dataset.name),
+        serving_dir=serving_dir,
         run_fn=run_fn,
-        training=(training or hyperparameters_class()).to_custom_config(),
-        code_fingerprint=code_fingerprint(),
+        training=hyperparameters,
+        code_fingerprint=fingerprint,
+        blessing=blessing,
         metadata_connection_config=None,  # ML Metadata is the cluster's
         beam_pipeline_args=list(beam_pipeline_args or DEFAULT_BEAM_ARGS),
         enable_cache=enable_cache,
-        **parameters,
+        runtime_parameters=parameters,
         **pipeline_settings)
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -245,7 +286,26 @@ def typed_params(spec_file: str, params: Mapping[str, object]) -> Dict[str, obje
                             if kind in convert and isinstance(value, str) else value)
         except ValueError:
             raise ValueError(f"runtime parameter {name} is {kind}, got {value!r}") from None
+    if "trainer_custom_config" in result:
+        _check_custom_config(result["trainer_custom_config"])
     return result
+
+
+def _check_custom_config(value) -> None:
+    """A trainer_custom_config value is a JSON object that keeps the entries
+    run_fn needs (else the run would fail only once it reaches the Trainer)."""
+    try:
+        custom_config = json.loads(value)
+    except (TypeError, ValueError):
+        custom_config = None
+    if not isinstance(custom_config, dict):
+        raise ValueError("runtime parameter trainer_custom_config must be a JSON "
+                         f"object (the spec's default with changes), got {value!r:.80}")
+    missing = [k for k in _CUSTOM_CONFIG_ENTRIES if k not in custom_config]
+    if missing:
+        raise ValueError(f"runtime parameter trainer_custom_config lacks "
+                         f"{', '.join(missing)}: keep the spec's default entries and "
+                         "change only hyperparameters")
 
 
 def submit(host: str, spec_file: str, run_name: Optional[str] = None,

@@ -2,13 +2,16 @@
 
 `create_pipeline()` takes every path and setting as a parameter; the runners
 (`local_runner.py`, `kubeflow_runner.py`) only choose the orchestrator, the
-paths and the metadata store.
+paths and the metadata store, and (Kubeflow) which settings become runtime
+parameters.
 """
 
+import dataclasses
 import json
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from tfx import v1 as tfx
+from tfx.orchestration import data_types
 from tfx.proto import transform_pb2
 
 from tfx_recsys import config
@@ -17,6 +20,27 @@ from tfx_recsys.components.interactions_example_gen.component import (
     InteractionsExampleGen)
 from tfx_recsys.components.retrieval_evaluator.component import RetrievalEvaluator
 from tfx_recsys.components.scann_pusher.component import ScannPusher
+
+# Settings a data_types.RuntimeParameter may stand for (create_pipeline's
+# `runtime_parameters`), with the type the parameter must have.
+RUNTIME_SETTINGS = {
+    "data_path": str,
+    "serving_dir": str,
+    "trainer_custom_config": str,  # JSON of trainer_custom_config()
+    "blessing_metric": str,
+    "blessing_min_value": float,
+    "max_regression": float,
+}
+# Of those, the fields of `blessing`.
+_BLESSING_FIELDS = {"blessing_metric": "metric", "blessing_min_value": "min_value",
+                    "max_regression": "max_regression"}
+
+
+def trainer_custom_config(training: Optional[Dict], dataset: Dict,
+                          code_fingerprint: str) -> Dict:
+    """The Trainer's custom_config: hyperparameters, the data contract and the
+    fingerprint of the model code (which makes it part of the cache key)."""
+    return {**(training or {}), "dataset": dataset, "code_fingerprint": code_fingerprint}
 
 
 def create_pipeline(
@@ -37,6 +61,7 @@ def create_pipeline(
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
+    runtime_parameters: Optional[Mapping[str, data_types.RuntimeParameter]] = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
@@ -62,7 +87,30 @@ def create_pipeline(
       metadata_connection_config: ML Metadata store (None: the runner's).
       beam_pipeline_args: options of the Beam pipelines components run.
       enable_cache: reuse results of unchanged components.
+      runtime_parameters: Kubeflow only: RuntimeParameters that stand for
+        settings, by the names of RUNTIME_SETTINGS: `data_path`,
+        `serving_dir`; `trainer_custom_config`, the Trainer's whole
+        custom_config as a JSON string, which replaces what
+        trainer_custom_config() makes of `training`, `dataset` and
+        `code_fingerprint` (KubeflowV2DagRunner substitutes a parameter only
+        for a whole property); and `blessing_metric`, `blessing_min_value`,
+        `max_regression`, which replace those fields of `blessing`. Each
+        parameter's default should be the value it replaces.
     """
+    runtime = dict(runtime_parameters or {})
+    for name, parameter in runtime.items():
+        if name not in RUNTIME_SETTINGS:
+            raise ValueError(f"no runtime parameter can stand for {name!r}: choose "
+                             f"from {', '.join(RUNTIME_SETTINGS)}")
+        if not (isinstance(parameter, data_types.RuntimeParameter)
+                and parameter.ptype is RUNTIME_SETTINGS[name]):
+            raise TypeError(f"runtime_parameters[{name!r}] must be a RuntimeParameter "
+                            f"with ptype {RUNTIME_SETTINGS[name].__name__}")
+    data_path = runtime.get("data_path", data_path)
+    serving_dir = runtime.get("serving_dir", serving_dir)
+    blessing = dataclasses.replace(blessing, **{
+        field: runtime[name] for name, field in _BLESSING_FIELDS.items() if name in runtime})
+
     dataset_json = json.dumps(dataset)
     # Interactions joined with user and item features and the user's earlier
     # history, split as the config says; bad rows counted and set aside.
@@ -99,8 +147,8 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
-        custom_config={**(training or {}), "dataset": dataset,
-                       "code_fingerprint": code_fingerprint})
+        custom_config=runtime.get("trainer_custom_config", trainer_custom_config(
+            training, dataset, code_fingerprint)))
 
     # The last blessed model, if any: the no-regression reference.
     latest_blessed = tfx.dsl.Resolver(

@@ -25,6 +25,9 @@ DATA_PATH = "/mnt/data/movielens"
 SERVING_DIR = "/mnt/serving/retrieval"
 BEAM_ARGS = ["--runner=FnApiRunner", "--direct_num_workers=2"]
 EPOCHS = 3
+BLESSING = config.BlessingConfig(metric="ndcg@50", min_value=0.25,
+                                 beat_baselines=("most_popular", "ease"),
+                                 max_regression=0.01)
 
 # The TFX v2 container entry points the spec must call.
 EXECUTOR_ENTRYPOINT = ["python", "-m",
@@ -91,7 +94,7 @@ def spec_path(tmp_path_factory) -> str:
         str(output), image=IMAGE, pipeline_root=PIPELINE_ROOT,
         data_path=DATA_PATH, serving_dir=SERVING_DIR, target="kubeflow",
         beam_pipeline_args=BEAM_ARGS,
-        training=config.TwoTowerConfig(epochs=EPOCHS))
+        training=config.TwoTowerConfig(epochs=EPOCHS), blessing=BLESSING)
     assert path == str(output)
     return path
 
@@ -191,44 +194,128 @@ def test_every_python_path_in_the_spec_imports(spec, spec_path):
         assert getattr(importlib.import_module(cls.__module__), cls.__name__) is cls
 
 
+STRING = pipeline_spec_pb2.ParameterType.STRING
+DOUBLE = pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
+# Runtime parameter -> (type, task, the task's input parameter it replaces).
+WIRING = {
+    "data_path": (STRING, "InteractionsExampleGen", "input_base"),
+    "serving_dir": (STRING, "ScannPusher", "serving_dir"),
+    "trainer_custom_config": (STRING, "Trainer", "custom_config"),
+    "blessing_metric": (STRING, "RetrievalEvaluator", "blessing_metric"),
+    "blessing_min_value": (DOUBLE, "RetrievalEvaluator", "blessing_min_value"),
+    "max_regression": (DOUBLE, "RetrievalEvaluator", "max_regression"),
+}
+
+
+def _default_trainer_config(spec) -> dict:
+    declared = spec.root.input_definitions.parameters
+    return json.loads(declared["trainer_custom_config"].default_value.string_value)
+
+
 def test_runtime_parameters_are_pipeline_inputs_with_defaults(spec, spec_path):
     declared = spec.root.input_definitions.parameters
-    assert set(declared) == set(kubeflow_runner.RUNTIME_PARAMETERS)
-    STRING = pipeline_spec_pb2.ParameterType.STRING
-    assert declared["data_path"].parameter_type == STRING
-    assert declared["data_path"].default_value.string_value == DATA_PATH
-    assert declared["serving_dir"].parameter_type == STRING
-    assert declared["serving_dir"].default_value.string_value == SERVING_DIR
-    assert all(p.is_optional for p in declared.values())
+    assert set(declared) == set(kubeflow_runner.RUNTIME_PARAMETERS) == set(WIRING)
+    defaults = {name: json_format.MessageToDict(p.default_value)
+                for name, p in declared.items()}
+    trainer_config = defaults.pop("trainer_custom_config")
+    assert defaults == {"data_path": DATA_PATH, "serving_dir": SERVING_DIR,
+                        "blessing_metric": "ndcg@50", "blessing_min_value": 0.25,
+                        "max_regression": 0.01}
+    assert json.loads(trainer_config)["epochs"] == EPOCHS
+    assert all(p.is_optional and p.description for p in declared.values())
     assert spec.default_pipeline_root == PIPELINE_ROOT
 
-    # Wired into the components they replace.
+    # Each is wired into the task input it replaces, declared with its type
+    # by the task's component too.
     tasks = spec.root.dag.tasks
-    assert (tasks["InteractionsExampleGen"].inputs.parameters["input_base"]
-            .component_input_parameter == "data_path")
-    assert (tasks["ScannPusher"].inputs.parameters["serving_dir"]
-            .component_input_parameter == "serving_dir")
+    for name, (kind, task, parameter) in WIRING.items():
+        assert declared[name].parameter_type == kind, name
+        assert (tasks[task].inputs.parameters[parameter].component_input_parameter
+                == name), name
+        component = spec.components[tasks[task].component_ref.name]
+        assert component.input_definitions.parameters[parameter].parameter_type == kind
+    # No other task reads them.
+    readers = {(task, parameter) for task, t in tasks.items()
+               for parameter, p in t.inputs.parameters.items()
+               if p.component_input_parameter}
+    assert readers == {(task, parameter) for _, task, parameter in WIRING.values()}
 
     # kfp's own loader sees them, with their defaults.
     from kfp import components
 
     loaded = components.load_component_from_file(spec_path)
     assert {name: spec_.default for name, spec_ in loaded.component_spec.inputs.items()} \
-        == {"data_path": DATA_PATH, "serving_dir": SERVING_DIR}
+        == {"data_path": DATA_PATH, "serving_dir": SERVING_DIR,
+            "trainer_custom_config": trainer_config, "blessing_metric": "ndcg@50",
+            "blessing_min_value": 0.25, "max_regression": 0.01}
 
     # What is not a runtime parameter is fixed at compile time.
-    custom = json.loads(tasks["Trainer"].inputs.parameters["custom_config"]
-                        .runtime_value.constant.string_value)
-    assert custom["epochs"] == EPOCHS and custom["code_fingerprint"]
+    gate = json.loads(tasks["RetrievalEvaluator"].inputs.parameters["blessing_config"]
+                      .runtime_value.constant.string_value)
+    assert gate == {"beat_baselines": ["most_popular", "ease"]}
     schema = tasks["ImportSchemaGen"].inputs.parameters["schema_file"]
     assert schema.runtime_value.constant.string_value == \
         kubeflow_runner.image_schema_path("movielens-100k")
 
 
-def test_submit_checks_parameters_against_the_spec(spec_path):
+def test_trainer_config_default_is_what_the_trainer_gets_without_parameters(spec):
+    """The default is the very custom_config a pipeline without runtime
+    parameters (a local run) hands the Trainer: dataset, fingerprint, epochs."""
+    from tfx_recsys import dataset_config
+    from tfx_recsys.fingerprint import code_fingerprint
+    from tfx_recsys.pipeline.pipeline import create_pipeline
+
+    dataset = dataset_config.load(dataset_config.builtin_path("movielens-100k"))
+    local = create_pipeline(
+        pipeline_name=config.PIPELINE_NAME, pipeline_root=PIPELINE_ROOT,
+        data_path=DATA_PATH, dataset=dataset.to_dict(), schema_path="schema.pbtxt",
+        serving_dir=SERVING_DIR,
+        training=config.TwoTowerConfig(epochs=EPOCHS).to_custom_config(),
+        code_fingerprint=code_fingerprint())
+    [trainer] = [c for c in local.components if c.id == "Trainer"]
+    declared = spec.root.input_definitions.parameters
+    assert (declared["trainer_custom_config"].default_value.string_value
+            == trainer.exec_properties["custom_config"])
+    custom = _default_trainer_config(spec)
+    assert custom["dataset"] == dataset.to_dict() and custom["code_fingerprint"]
+    assert config.TwoTowerConfig.from_custom_config(custom) == \
+        config.TwoTowerConfig(epochs=EPOCHS)
+
+
+def test_create_pipeline_takes_runtime_parameters_only_for_known_settings():
+    from tfx.orchestration import data_types
+
+    from tfx_recsys.pipeline import pipeline
+
+    arguments = dict(pipeline_name="p", pipeline_root=PIPELINE_ROOT, data_path=DATA_PATH,
+                     dataset={}, schema_path="s", serving_dir=SERVING_DIR)
+    epochs = data_types.RuntimeParameter(name="epochs", ptype=int, default=3)
+    with pytest.raises(ValueError, match="'epochs'.*trainer_custom_config"):
+        pipeline.create_pipeline(**arguments, runtime_parameters={"epochs": epochs})
+    as_int = data_types.RuntimeParameter(name="max_regression", ptype=int, default=0)
+    with pytest.raises(TypeError, match="max_regression.*ptype float"):
+        pipeline.create_pipeline(**arguments, runtime_parameters={"max_regression": as_int})
+
+
+def test_submit_checks_parameters_against_the_spec(spec, spec_path):
     assert kubeflow_runner.typed_params(spec_path, {"data_path": "/x"}) == {"data_path": "/x"}
+    # Strings (from --param) become the declared numbers.
+    assert kubeflow_runner.typed_params(
+        spec_path, {"blessing_min_value": "0.3", "max_regression": "0",
+                    "blessing_metric": "recall@50"}) == {
+        "blessing_min_value": 0.3, "max_regression": 0.0, "blessing_metric": "recall@50"}
+    with pytest.raises(ValueError, match="blessing_min_value is NUMBER_DOUBLE"):
+        kubeflow_runner.typed_params(spec_path, {"blessing_min_value": "high"})
+    # epochs travels inside trainer_custom_config: the default, changed.
     with pytest.raises(ValueError, match="unknown runtime parameter.*epochs"):
         kubeflow_runner.submit("http://127.0.0.1:1", spec_path, params={"epochs": "5"})
+    custom = json.dumps({**_default_trainer_config(spec), "epochs": 7})
+    assert kubeflow_runner.typed_params(spec_path, {"trainer_custom_config": custom}) \
+        == {"trainer_custom_config": custom}
+    with pytest.raises(ValueError, match="lacks dataset, code_fingerprint"):
+        kubeflow_runner.typed_params(spec_path, {"trainer_custom_config": '{"epochs": 7}'})
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        kubeflow_runner.typed_params(spec_path, {"trainer_custom_config": "epochs=7"})
     with pytest.raises(ValueError, match=r"\.yaml"):
         kubeflow_runner.submit("http://127.0.0.1:1", spec_path[:-5] + ".json")
 

@@ -9,7 +9,12 @@ model, the most-popular baseline and, if there is one, the last blessed model,
 all on the same users.
 
 Blessing (config.BlessingConfig): absolute threshold, beat the baselines, and
-no regression against the last blessed model; the reasons are recorded.
+no regression against the last blessed model; the reasons are recorded. The
+gate travels as one JSON property, `blessing_config`; on Kubeflow a
+`data_types.RuntimeParameter` may stand for its metric, min_value or
+max_regression, and each such field becomes a primitive property of its own
+(`blessing_metric`, `blessing_min_value`, `max_regression`), checked by the
+executor at run time instead of here.
 
 Outputs: `evaluation` (ModelEvaluation) holds `metrics.json` (documented in
 the README) and `metrics-*.tfrecord` (TFMA MetricsForSlice, readable with
@@ -23,6 +28,7 @@ from typing import Optional, Sequence
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.orchestration import data_types
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
@@ -38,12 +44,21 @@ BLESSING_KEY = "blessing"
 TOP_KS_KEY = "top_ks"
 BLESSING_CONFIG_KEY = "blessing_config"
 DIVERSITY_FEATURE_KEY = "diversity_feature"
+BLESSING_METRIC_KEY = evaluation.GATE_PROPERTIES["metric"]
+BLESSING_MIN_VALUE_KEY = evaluation.GATE_PROPERTIES["min_value"]
+MAX_REGRESSION_KEY = evaluation.GATE_PROPERTIES["max_regression"]
 
 
 class RetrievalEvaluatorSpec(types.ComponentSpec):
     PARAMETERS = {
         TOP_KS_KEY: ExecutionParameter(type=str),  # JSON list of ints
-        BLESSING_CONFIG_KEY: ExecutionParameter(type=str),  # JSON BlessingConfig
+        # JSON BlessingConfig, less the fields given as properties below.
+        BLESSING_CONFIG_KEY: ExecutionParameter(type=str),
+        # BlessingConfig fields that a RuntimeParameter stands for; set only
+        # then (so local pipelines keep the same properties and cache keys).
+        BLESSING_METRIC_KEY: ExecutionParameter(type=str, optional=True),
+        BLESSING_MIN_VALUE_KEY: ExecutionParameter(type=float, optional=True),
+        MAX_REGRESSION_KEY: ExecutionParameter(type=float, optional=True),
         DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str),
     }
     INPUTS = {
@@ -68,7 +83,9 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
       items: the item corpus (InteractionsExampleGen's `items`).
       baseline_model: the last blessed model (from a resolver), optional.
       top_ks: cut-offs of every metric.
-      blessing: the gate's checks.
+      blessing: the gate's checks. Its metric, min_value and max_regression
+        may each be a `data_types.RuntimeParameter` (str, float, float): that
+        field becomes a property of its own and is checked at run time.
       diversity_feature: multi-valued item feature whose categories measure
         intra-list diversity (e.g. genres); "" for none.
     """
@@ -82,7 +99,16 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
                  top_ks: Sequence[int] = config.TOP_KS,
                  blessing: config.BlessingConfig = config.BlessingConfig(),
                  diversity_feature: str = ""):
-        config.check_metric_name(blessing.metric, top_ks)
+        fixed = {f.name: getattr(blessing, f.name) for f in dataclasses.fields(blessing)}
+        runtime = {name: fixed.pop(name) for name in list(fixed)
+                   if isinstance(fixed[name], data_types.RuntimeParameter)}
+        not_runtime = sorted(set(runtime) - set(evaluation.GATE_PROPERTIES))
+        if not_runtime:
+            raise ValueError(
+                f"a RuntimeParameter can stand for {', '.join(evaluation.GATE_PROPERTIES)} "
+                f"of the blessing gate, not for {', '.join(not_runtime)}")
+        if "metric" not in runtime:  # else the executor checks it at run time
+            config.check_metric_name(blessing.metric, top_ks)
         unknown = set(blessing.beat_baselines) - set(evaluation.BASELINES)
         if unknown:
             raise ValueError(f"unknown baselines {sorted(unknown)} in beat_baselines; "
@@ -90,7 +116,9 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
         spec = RetrievalEvaluatorSpec(
             model=model, baseline_model=baseline_model, examples=examples,
             items=items, top_ks=json.dumps(list(top_ks)),
-            blessing_config=json.dumps(dataclasses.asdict(blessing)),
+            blessing_config=json.dumps(fixed),
+            **{evaluation.GATE_PROPERTIES[name]: parameter
+               for name, parameter in runtime.items()},
             diversity_feature=diversity_feature,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
