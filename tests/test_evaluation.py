@@ -1,5 +1,8 @@
 """RetrievalEvaluator's pure logic: corpus, cases, slices and the blessing gate."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
@@ -92,17 +95,24 @@ def test_scoring_batches_fit_the_memory_budget():
 
 
 def test_baselines_are_fitted_on_train_pairs_and_score_users_by_their_history():
-    corpus = _corpus([0, 0, 0, 0])
+    corpus = _corpus([3, 2, 1, 0])  # the train counts of `pairs`
     pairs = [("u1", "i0"), ("u1", "i1"), ("u2", "i0"), ("u2", "i1"), ("u3", "i2"),
              ("u3", "i0")]
     fitted = evaluation.fit_baselines(pairs, corpus)
     assert set(fitted) == {"most_popular", "item_knn", "ease"}
     case = evaluation.make_user_case(["i1"], [_row("u9", "i0")], corpus)
-    knn = evaluation.baseline_scores(fitted["item_knn"], [case], len(corpus))
-    # i1 co-occurs with i0 (twice), never with i2 or i3.
-    assert knn.shape == (1, 4) and knn[0, 0] > 0 and knn[0, 2] == knn[0, 3] == 0
-    popular = evaluation.baseline_scores(fitted["most_popular"], [case], len(corpus))
-    np.testing.assert_array_equal(popular[0], [3, 2, 1, 0])
+    knn = evaluation.baseline_scores(fitted["item_knn"], [case], corpus)
+    # i1 co-occurs with i0 (twice), never with i2 or i3: those two tie, and
+    # the tie goes to the more popular i2 (a tiny popularity term).
+    assert knn.shape == (1, 4) and knn[0, 0] > 0.1
+    assert evaluation.TIE_BREAK > knn[0, 2] > knn[0, 3] >= 0
+    popular = evaluation.baseline_scores(fitted["most_popular"], [case], corpus)
+    np.testing.assert_array_equal(np.round(popular[0]), [3, 2, 1, 0])
+    # A user with no train items: item-kNN and EASE fall back to popularity.
+    cold = evaluation.make_user_case([], [_row("u8", "i3")], corpus)
+    for name in ("item_knn", "ease"):
+        ranked = np.argsort(-evaluation.baseline_scores(fitted[name], [cold], corpus)[0])
+        assert list(ranked[:3]) == [0, 1, 2], name
     assert evaluation.skipped_baselines(4) == {}
     assert "ease" in evaluation.skipped_baselines(10**6)
 
@@ -123,3 +133,85 @@ def test_the_component_refuses_unknown_baselines():
     with pytest.raises(ValueError, match="unknown baselines.*popular"):
         RetrievalEvaluator(model=model, examples=channel, items=channel,
                            blessing=config.BlessingConfig(beat_baselines=("popular",)))
+
+
+def test_gate_from_json_takes_fields_given_as_properties_of_their_own():
+    text = json.dumps({"beat_baselines": ["most_popular"]})
+    properties = {"blessing_metric": "recall@10", "blessing_min_value": 0.1,
+                  "max_regression": 0.01, "top_ks": "[10]"}
+    assert evaluation.gate_from_json(text, properties, top_ks=[10]) == GATE
+    # Without properties (a local pipeline): the whole gate from the JSON.
+    whole = json.dumps(dataclasses.asdict(GATE))
+    assert evaluation.gate_from_json(whole) == GATE
+    assert evaluation.gate_from_json(whole, {"blessing_min_value": None}) == GATE
+    # A property wins over the JSON (the component never sends both).
+    assert evaluation.gate_from_json(whole, {"blessing_min_value": 0.5}).min_value == 0.5
+
+
+@pytest.mark.parametrize("properties, words", [
+    ({"blessing_metric": "recall@7"}, "blessing gate: unknown metric 'recall@7'.*K in 10"),
+    ({"blessing_metric": "auc"}, "blessing gate: unknown metric 'auc'"),
+    ({"blessing_min_value": "0.3"}, "blessing gate: min_value must be a number, got '0.3'"),
+    ({"max_regression": True}, "blessing gate: max_regression must be a number"),
+])
+def test_gate_from_json_checks_at_run_time_what_the_build_could_not(properties, words):
+    fixed = json.dumps({"beat_baselines": []})
+    properties = {"blessing_metric": "recall@10", "blessing_min_value": 0.0,
+                  "max_regression": 0.0, **properties}
+    with pytest.raises(ValueError, match=words):
+        evaluation.gate_from_json(fixed, properties, top_ks=[10])
+    with pytest.raises(ValueError, match="blessing gate: no metric, max_regression"):
+        evaluation.gate_from_json(json.dumps({"min_value": 0.0}))
+
+
+def _evaluator(blessing):
+    from tfx import v1 as tfx
+
+    from tfx_recsys.components.retrieval_evaluator.component import RetrievalEvaluator
+
+    channel = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples)
+    model = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
+    return RetrievalEvaluator(model=model, examples=channel, items=channel,
+                              blessing=blessing)
+
+
+def test_the_component_keeps_a_fixed_gate_in_one_json_property():
+    properties = _evaluator(GATE).exec_properties
+    # Exactly the properties (and JSON) of before: same cache keys locally.
+    assert set(properties) == {"top_ks", "blessing_config", "diversity_feature"}
+    assert properties["blessing_config"] == json.dumps(dataclasses.asdict(GATE))
+    with pytest.raises(ValueError, match="unknown metric 'recall@7'"):
+        _evaluator(config.BlessingConfig(metric="recall@7"))
+
+
+def test_runtime_parameters_of_the_gate_become_properties_of_their_own():
+    from tfx.orchestration import data_types
+
+    metric = data_types.RuntimeParameter(name="blessing_metric", ptype=str,
+                                         default="recall@100")
+    min_value = data_types.RuntimeParameter(name="blessing_min_value", ptype=float,
+                                            default=0.2)
+    max_regression = data_types.RuntimeParameter(name="max_regression", ptype=float,
+                                                 default=0.0)
+    properties = _evaluator(dataclasses.replace(
+        GATE, metric=metric, min_value=min_value, max_regression=max_regression)
+    ).exec_properties
+    assert json.loads(properties["blessing_config"]) == {"beat_baselines": ["most_popular"]}
+    assert properties["blessing_metric"] is metric
+    assert properties["blessing_min_value"] is min_value
+    assert properties["max_regression"] is max_regression
+
+    # One field alone: the others stay in the JSON, checked as before.
+    properties = _evaluator(dataclasses.replace(GATE, min_value=min_value)).exec_properties
+    assert json.loads(properties["blessing_config"]) == {
+        "metric": "recall@10", "beat_baselines": ["most_popular"], "max_regression": 0.01}
+    assert "blessing_metric" not in properties
+    with pytest.raises(ValueError, match="unknown baselines"):
+        _evaluator(dataclasses.replace(GATE, metric=metric, beat_baselines=("popular",)))
+    # Only those three fields, each of its own type.
+    baselines = data_types.RuntimeParameter(name="b", ptype=str, default="ease")
+    with pytest.raises(ValueError, match="not for beat_baselines"):
+        _evaluator(dataclasses.replace(GATE, beat_baselines=baselines))
+    wrong = data_types.RuntimeParameter(name="blessing_min_value", ptype=str, default="0.2")
+    with pytest.raises(TypeError, match="blessing_min_value"):
+        _evaluator(dataclasses.replace(GATE, min_value=wrong))

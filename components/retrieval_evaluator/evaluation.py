@@ -16,7 +16,7 @@ Slices (besides `overall`):
 
 import dataclasses
 import json
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -155,12 +155,25 @@ def skipped_baselines(num_items: int) -> Dict[str, str]:
     return {}
 
 
-def baseline_scores(model, cases: Sequence[UserCase], num_items: int) -> np.ndarray:
-    """float32 [len(cases), items]: a fitted baseline scores users by their train items."""
+# Popularity breaks the baselines' ties: at most this much is added to a score.
+TIE_BREAK = 1e-6
+
+
+def baseline_scores(model, cases: Sequence[UserCase], corpus: Corpus) -> np.ndarray:
+    """float32 [len(cases), items]: a fitted baseline scores users by their
+    train items; ties go to the more popular item.
+
+    Without the tie-break, item-kNN and EASE give a user with no (or no
+    co-occurring) train items all-zero scores, ranked in corpus order; with
+    it they fall back to most-popular, as a strong baseline should.
+    """
+    num_items = len(corpus)
     rows = baselines.interaction_matrix(
         [row for row, case in enumerate(cases) for _ in case.seen],
         [item for case in cases for item in case.seen], len(cases), num_items)
-    return model.scores(rows)
+    counts = corpus.train_counts.astype(np.float32)
+    tie_break = TIE_BREAK * counts / max(float(counts.max()), 1.0)
+    return model.scores(rows) + tie_break
 
 
 def accumulate(cases: Sequence[UserCase], scores: np.ndarray, corpus: Corpus,
@@ -233,8 +246,43 @@ def decide_blessing(model: Dict[str, float], baselines: Dict[str, Dict[str, floa
                                          for ok, text in checks]
 
 
-def gate_from_json(text: str) -> config.BlessingConfig:
+# BlessingConfig fields that may come as execution properties of their own
+# (so that a Kubeflow RuntimeParameter can stand for each): field -> property.
+GATE_PROPERTIES = {"metric": "blessing_metric", "min_value": "blessing_min_value",
+                   "max_regression": "max_regression"}
+
+
+def gate_from_json(text: str, properties: Optional[Mapping[str, object]] = None,
+                   top_ks: Optional[Sequence[int]] = None) -> config.BlessingConfig:
+    """The gate: the `blessing_config` JSON, with the fields that `properties`
+    (execution properties, see GATE_PROPERTIES; None = not given) carry.
+
+    Also checks what the component could not check when the pipeline was
+    built, since a RuntimeParameter stood for it: each of metric, min_value
+    and max_regression is given, metric is a string, the thresholds are
+    numbers and, with `top_ks`, metric is "<ranking metric>@<K in top_ks>".
+    """
     fields = json.loads(text)
+    for field, name in GATE_PROPERTIES.items():
+        value = (properties or {}).get(name)
+        if value is not None:
+            fields[field] = value
+    missing = [field for field in GATE_PROPERTIES if field not in fields]
+    if missing:
+        raise ValueError(f"blessing gate: no {', '.join(missing)} (neither in "
+                         "blessing_config nor as a property of its own)")
+    if not isinstance(fields["metric"], str):
+        raise ValueError(f"blessing gate: metric must be a string, got "
+                         f"{fields['metric']!r}")
+    if top_ks is not None:
+        try:
+            config.check_metric_name(fields["metric"], top_ks)
+        except ValueError as e:
+            raise ValueError(f"blessing gate: {e}") from None
+    for field in ("min_value", "max_regression"):
+        if isinstance(fields[field], bool) or not isinstance(fields[field], (int, float)):
+            raise ValueError(f"blessing gate: {field} must be a number, got "
+                             f"{fields[field]!r}")
     fields["beat_baselines"] = tuple(fields.get("beat_baselines", ()))
     return config.BlessingConfig(**fields)
 

@@ -65,7 +65,7 @@ class _ScoreUsers(beam.DoFn):
         chunk = evaluation.batch_size_for(len(corpus))
         for start in range(0, len(cases), chunk):
             batch = cases[start:start + chunk]
-            scores = {name: evaluation.baseline_scores(baseline, batch, len(corpus))
+            scores = {name: evaluation.baseline_scores(baseline, batch, corpus)
                       for name, baseline in fitted_baselines.items()}
             for name, model in self._models.items():
                 queries = embedding.embed_users(model, [c.user_row for c in batch])
@@ -152,7 +152,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         result = artifact_utils.get_single_instance(output_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         ks = json.loads(exec_properties["top_ks"])
-        gate = evaluation.gate_from_json(exec_properties["blessing_config"])
+        # Fails here, before any work, if a runtime parameter of the gate is
+        # unusable (it could not be checked when the pipeline was built).
+        gate = evaluation.gate_from_json(exec_properties["blessing_config"],
+                                         exec_properties, top_ks=ks)
 
         model_dirs = {MODEL: path_utils.serving_model_path(model.uri)}
         last_blessed = baselines[0] if baselines else None
