@@ -216,7 +216,7 @@ def cmd_run(args) -> int:
 
     result = run_summary.summary(args.root)
     print(f"\npipeline finished in {total:.0f} s\n")
-    print(run_summary.format_table(result))
+    print(run_summary.format_table(result, model_label=args.model.replace("_", "-")))
     print(f"\ndata anomalies: none (ExampleValidator, against {dataset.name}'s schema)")
     _print_ingestion(result.get("ingestion") or {})
     blessing = result.get("evaluation", {}).get("blessing", {})

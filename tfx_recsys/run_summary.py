@@ -139,12 +139,13 @@ def summary(root: str) -> Dict:
     return result
 
 
-def format_table(result: Dict, ks=(10, 50, 100)) -> str:
-    """Overall metrics as plain text: one row per metric, one column per model."""
+def format_table(result: Dict, ks=(10, 50, 100), model_label: str = "model") -> str:
+    """Overall metrics as plain text: one row per metric, one column per model
+    (the trained one under `model_label`, then the baselines)."""
     evaluation = result.get("evaluation")
     if not evaluation:
         return "no evaluation found"
-    columns = {"two-tower": evaluation["model"]["overall"],
+    columns = {model_label: evaluation["model"]["overall"],
                **{name: b["overall"] for name, b in evaluation["baselines"].items()}}
     if evaluation.get("last_blessed"):
         columns["last blessed"] = evaluation["last_blessed"]["overall"]
