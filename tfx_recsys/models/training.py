@@ -82,6 +82,19 @@ def user_history(fn_args, dataset: DatasetConfig) -> export.UserHistory:
                                                    dataset.history_length))
 
 
+def train_and_save(fn_args, hparams, build_model) -> None:
+    """What every run_fn does: seed, read the features, build the model with
+    `build_model(hparams, inputs)`, fit it for `hparams.epochs` passes over the
+    train split and save it behind the raw-feature signatures."""
+    set_seed(hparams.seed)
+    inputs = training_inputs(fn_args, hparams.use_history, hparams.use_recency)
+    model = build_model(hparams, inputs)
+    model.compile(optimizer=optimizer(hparams.optimizer, hparams.learning_rate))
+    model.fit(train_dataset(fn_args, inputs, hparams.batch_size, hparams.seed),
+              epochs=hparams.epochs, verbose=2)
+    save(model, fn_args, inputs, hparams.use_recency)
+
+
 def save(model, fn_args, inputs: TrainingInputs, use_recency: bool) -> None:
     """Saves `model` (query_vectors / candidate_vectors) with raw signatures."""
     module = export.ExportModule(model, inputs.dataset, fn_args.transform_output,

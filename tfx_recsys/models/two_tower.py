@@ -98,11 +98,5 @@ def run_fn(fn_args) -> None:
     **config.TwoTowerConfig fields}; training runs `epochs` passes over the
     train split.
     """
-    hparams = config.TwoTowerConfig.from_custom_config(fn_args.custom_config)
-    training.set_seed(hparams.seed)
-    inputs = training.training_inputs(fn_args, hparams.use_history, hparams.use_recency)
-    model = build_model(hparams, inputs)
-    model.compile(optimizer=training.optimizer(hparams.optimizer, hparams.learning_rate))
-    model.fit(training.train_dataset(fn_args, inputs, hparams.batch_size, hparams.seed),
-              epochs=hparams.epochs, verbose=2)
-    training.save(model, fn_args, inputs, hparams.use_recency)
+    training.train_and_save(
+        fn_args, config.TwoTowerConfig.from_custom_config(fn_args.custom_config), build_model)
