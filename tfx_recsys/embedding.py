@@ -16,7 +16,6 @@ from typing import Dict, Sequence
 import numpy as np
 
 from tfx_recsys import dataset_config
-from tfx_recsys.dataset_config import HISTORY
 from tfx_recsys.examples_io import scalar
 
 _BATCH = 4096
@@ -114,18 +113,11 @@ def _batched(model, signature: str, columns: Dict[str, list]) -> np.ndarray:
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-def user_columns(user_rows: Sequence[Dict[str, list]], model=None,
+def user_columns(user_rows: Sequence[Dict[str, list]], model,
                  signature: str = QUERY_SIGNATURE) -> Dict[str, list]:
-    """Raw request columns of a query signature from example rows.
-
-    With `model`: exactly the inputs of its `signature`. Without (older
-    callers): every single-valued feature of the rows but history, None
-    where a row lacks it; callers keep the columns their signature takes.
-    """
-    if model is not None:
-        return _columns(user_rows, input_specs(_model(model), signature))
-    names = sorted({name for row in user_rows for name in row} - {HISTORY})
-    return {name: [scalar(row, name) for row in user_rows] for name in names}
+    """Raw request columns of a query signature from example rows: exactly
+    the inputs of `model`'s `signature`."""
+    return _columns(user_rows, input_specs(_model(model), signature))
 
 
 def embed_users(model_or_dir, user_rows: Sequence[Dict[str, list]]) -> np.ndarray:
