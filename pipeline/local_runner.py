@@ -53,6 +53,7 @@ def run(data_path: str, root: str,
         dataset: Optional["dataset_config.DatasetConfig"] = None,
         model: str = config.DEFAULT_MODEL,
         training: Optional[object] = None,
+        ranking: Optional[config.NcfConfig] = None,
         beam_pipeline_args: Optional[List[str]] = None,
         enable_cache: bool = True, metadata: Optional[str] = None,
         schema: Optional[str] = None, **pipeline_settings) -> RunPaths:
@@ -61,6 +62,8 @@ def run(data_path: str, root: str,
     dataset: the data contract (default: the synthetic/native config).
     model: a key of config.MODELS (which Trainer code and hyperparameters).
     training: hyperparameters, an instance of the model's config class.
+    ranking: the NCF ranker's hyperparameters (default NcfConfig()); pass
+      ranking_run_fn=None in `pipeline_settings` for no ranking stage.
     beam_pipeline_args: see beam_args() (default: in-memory, one worker).
     metadata: the ML Metadata store, see parse_metadata(): a SQLite file or a
       mysql:// URL; default: the one this root used before (recorded in
@@ -68,7 +71,7 @@ def run(data_path: str, root: str,
     schema: a raw-example schema file to validate against instead of the one
       the dataset config implies (schema_path()), e.g. one with value domains.
     `pipeline_settings` go to create_pipeline() as they are (e.g. top_ks,
-    blessing, index_gate, serving_top_k).
+    blessing, index_gate, serving_top_k, rerank, ranking_run_fn).
 
     One run at a time per root (a lock file); a run first marks FAILED the
     executions a killed earlier run left RUNNING (see fail_abandoned_executions).
@@ -91,6 +94,7 @@ def run(data_path: str, root: str,
         serving_dir=paths.serving_dir,
         run_fn=run_fn,
         training=(training or hyperparameters_class()).to_custom_config(),
+        ranking=(ranking or config.NcfConfig()).to_custom_config(),
         code_fingerprint=code_fingerprint(),
         metadata_connection_config=connection,
         beam_pipeline_args=list(beam_pipeline_args or DEFAULT_BEAM_ARGS),

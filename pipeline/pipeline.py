@@ -53,6 +53,9 @@ def create_pipeline(
     preprocessing_fn: str = config.PREPROCESSING_FN,
     run_fn: str = config.TWO_TOWER_RUN_FN,
     training: Optional[Dict] = None,
+    ranking_run_fn: Optional[str] = config.NCF_RUN_FN,
+    ranking: Optional[Dict] = None,
+    rerank: config.RerankConfig = config.RerankConfig(),
     code_fingerprint: str = "",
     top_ks: Sequence[int] = config.TOP_KS,
     blessing: config.BlessingConfig = config.BlessingConfig(),
@@ -77,6 +80,13 @@ def create_pipeline(
       preprocessing_fn, run_fn: dotted paths of the Transform and Trainer code
         (config.TWO_TOWER_RUN_FN or config.SOFTMAX_RUN_FN).
       training: Trainer hyperparameters (fields of the model's config class).
+      ranking_run_fn: dotted path of the ranking Trainer's code
+        (config.NCF_RUN_FN); None: no ranking stage (the served model is
+        retrieval and re-ranking only).
+      ranking: ranking Trainer hyperparameters (config.NcfConfig fields).
+      rerank: the served model's last stage (config.RerankConfig): how many
+        retrieval candidates the ranker sees, the blend, exclusions,
+        freshness, diversity.
       code_fingerprint: hash of the model code; part of the Transform and
         Trainer cache keys, since dotted paths alone do not change with code.
       top_ks: evaluation cut-offs.
@@ -150,6 +160,20 @@ def create_pipeline(
         custom_config=runtime.get("trainer_custom_config", trainer_custom_config(
             training, dataset, code_fingerprint)))
 
+    # The ranking model (NCF) on the same transformed examples.
+    ranking_trainer = None
+    if ranking_run_fn:
+        ranking_trainer = tfx.components.Trainer(
+            run_fn=ranking_run_fn,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
+            eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
+            custom_config=trainer_custom_config(ranking, dataset, code_fingerprint),
+        ).with_id("RankingTrainer")
+    ranking_model = ranking_trainer.outputs["model"] if ranking_trainer else None
+
     # The last blessed model, if any: the no-regression reference.
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -165,7 +189,8 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         items=example_gen.outputs["items"],
         top_ks=top_ks, blessing=blessing,
-        diversity_feature=_diversity_feature(dataset))
+        diversity_feature=_diversity_feature(dataset),
+        ranking_model=ranking_model, rerank=rerank)
 
     # A blessed model with a proven ScaNN index goes out, with its fallbacks.
     pusher = ScannPusher(
@@ -173,13 +198,17 @@ def create_pipeline(
         model_blessing=evaluator.outputs["blessing"],
         items=example_gen.outputs["items"],
         examples=example_gen.outputs["examples"],
-        serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate)
+        serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate,
+        ranking_model=ranking_model, rerank=rerank,
+        diversity_feature=_diversity_feature(dataset))
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator,
-                    anomalies_gate, transform, trainer, latest_blessed, evaluator, pusher],
+                    anomalies_gate, transform, trainer,
+                    *([ranking_trainer] if ranking_trainer else []),
+                    latest_blessed, evaluator, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

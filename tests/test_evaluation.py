@@ -177,8 +177,8 @@ def _evaluator(blessing):
 
 def test_the_component_keeps_a_fixed_gate_in_one_json_property():
     properties = _evaluator(GATE).exec_properties
-    # Exactly the properties (and JSON) of before: same cache keys locally.
-    assert set(properties) == {"top_ks", "blessing_config", "diversity_feature"}
+    # The gate is one JSON property (no per-field properties locally).
+    assert set(properties) == {"top_ks", "blessing_config", "diversity_feature", "rerank"}
     assert properties["blessing_config"] == json.dumps(dataclasses.asdict(GATE))
     with pytest.raises(ValueError, match="unknown metric 'recall@7'"):
         _evaluator(config.BlessingConfig(metric="recall@7"))
@@ -215,3 +215,47 @@ def test_runtime_parameters_of_the_gate_become_properties_of_their_own():
     wrong = data_types.RuntimeParameter(name="blessing_min_value", ptype=str, default="0.2")
     with pytest.raises(TypeError, match="blessing_min_value"):
         _evaluator(dataclasses.replace(GATE, min_value=wrong))
+
+
+# --------------------------------------------------------------------------
+# The NCF paper protocol and served lists
+
+
+def test_sampled_candidates_are_the_held_out_item_then_unseen_trained_items():
+    corpus = _corpus([1] * 150 + [0] * 50)  # items 150.. never trained
+    interacted = {0, 1, 2, 3}
+    sampled = evaluation.sampled_candidates("u1", 3, interacted, corpus)
+    assert sampled[0] == 3 and len(sampled) == 1 + evaluation.SAMPLED_NEGATIVES
+    negatives = set(sampled[1:].tolist())
+    assert len(negatives) == evaluation.SAMPLED_NEGATIVES  # distinct
+    assert not negatives & interacted and max(negatives) < 150
+    # The same for every model (seeded by the user), different across users.
+    np.testing.assert_array_equal(
+        sampled, evaluation.sampled_candidates("u1", 3, interacted, corpus))
+    assert set(evaluation.sampled_candidates("u2", 3, interacted, corpus)[1:]) != negatives
+    # Too few unseen trained items: no sampled case.
+    assert evaluation.sampled_candidates("u1", 3, interacted, _corpus([1] * 90)) is None
+
+
+def test_sampled_metrics_count_ties_against_the_held_out_item():
+    scores = np.arange(200, dtype=np.float32)
+    sampled = np.array([150] + list(range(99)))  # held-out beats all
+    assert evaluation.sampled_metrics(scores, sampled) == {
+        "sampled_hit_rate@10": 1.0, "sampled_ndcg@10": 1.0}
+    worse = np.array([5] + list(range(100, 199)))  # 99 higher: rank 99
+    assert evaluation.sampled_metrics(scores, worse)["sampled_hit_rate@10"] == 0.0
+    tied = np.zeros(200, np.float32)
+    result = evaluation.sampled_metrics(tied, sampled)
+    assert result["sampled_hit_rate@10"] == 0.0  # 99 ties: rank 99
+
+
+def test_list_scores_rank_a_served_list_first():
+    corpus = _corpus([1, 1, 1, 1])
+    scores = evaluation.list_scores([["i2", "i0", ""], []], corpus)
+    assert scores[0].tolist() == [1.0, -1.0, 2.0, -1.0]
+    assert scores[1].tolist() == [-1.0] * 4
+    case = evaluation.make_user_case(["i1"], [_row("u1", "i0")], corpus)
+    result = evaluation.accumulate([case], scores[:1], corpus, ks=[1, 2], sampled=False)
+    overall = result["overall"].result(4)
+    assert overall["recall@1"] == 0.0 and overall["recall@2"] == 1.0
+    assert "sampled_hit_rate@10" not in overall

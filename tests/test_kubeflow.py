@@ -118,7 +118,7 @@ def test_tasks_are_exactly_the_pipeline_components(spec):
     assert expected == {
         "InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
         "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
-        "RetrievalEvaluator", "ScannPusher", *RESOLVER_TASKS}
+        "RankingTrainer", "RetrievalEvaluator", "ScannPusher", *RESOLVER_TASKS}
     # Anomalies stop the run before Transform, on the cluster too.
     assert "AnomaliesGate" in spec.root.dag.tasks["Transform"].dependent_tasks
     # Every task has its component and executor; only the resolver's two are

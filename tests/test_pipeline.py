@@ -9,11 +9,11 @@ import pytest
 
 from ml_metadata.proto import metadata_store_pb2
 
-from tfx_recsys import run_summary
+from tfx_recsys import config, examples_io, run_summary
 
 COMPONENTS = ["InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
-              "RetrievalEvaluator", "ScannPusher"]
+              "RankingTrainer", "RetrievalEvaluator", "ScannPusher"]
 
 
 def _producer(store, artifact_id):
@@ -24,8 +24,11 @@ def _producer(store, artifact_id):
     return store.get_executions_by_id([events[0].execution_id])[0]
 
 
-def _type_name(store, execution):
-    return store.get_execution_types_by_id([execution.type_id])[0].name.split(".")[-1]
+def _examples_uri(root: str) -> str:
+    store = run_summary.open_store(root)
+    execution = run_summary.latest_execution(store, "InteractionsExampleGen")
+    [examples] = run_summary.output_artifacts(store, execution, "examples")
+    return examples.uri
 
 
 def test_every_component_executed(tiny_run):
@@ -47,9 +50,29 @@ def test_pushed_model_lineage_leads_back_to_example_gen(tiny_run):
     trail, frontier = set(), [pushed.id]
     while frontier:
         execution = _producer(store, frontier.pop())
-        trail.add(_type_name(store, execution))
+        trail.add(run_summary.node_id(store, execution))
         frontier += [a.id for a in run_summary.input_artifacts(store, execution)]
-    assert {"ScannPusher", "Trainer", "Transform", "InteractionsExampleGen"} <= trail
+    assert {"ScannPusher", "Trainer", "RankingTrainer", "Transform",
+            "InteractionsExampleGen"} <= trail
+
+
+def test_evaluation_measures_the_ranker_and_the_served_two_stage_list(tiny_run):
+    import json
+
+    store = run_summary.open_store(tiny_run.root)
+    evaluator = run_summary.latest_execution(store, "RetrievalEvaluator")
+    [evaluation] = run_summary.output_artifacts(store, evaluator, "evaluation")
+    with open(os.path.join(evaluation.uri, "metrics.json")) as f:
+        report = json.load(f)
+    ranking = report["ranking"]
+    model = report["model"]["overall"]
+    for name in ("two_stage", "ranker"):
+        overall = ranking[name]["overall"]
+        assert overall["num_users"] == model["num_users"] > 0
+        assert 0.0 <= overall["ndcg@10"] <= 1.0
+    assert ranking["rerank"]["candidates"] == config.RerankConfig().candidates
+    assert run_summary.property_value(evaluation, "two_stage_ndcg@10") == \
+        pytest.approx(ranking["two_stage"]["overall"]["ndcg@10"])
 
 
 def test_served_model_loads_in_a_fresh_process_with_only_tensorflow_and_scann(
@@ -65,19 +88,33 @@ out = model.signatures["serving_default"](
     gender=tf.constant(["F", "M"]), occupation=tf.constant(["writer", "?"]),
     zip_code=tf.constant(["1", "2"]))
 print(out["item_ids"].dtype.name, out["item_ids"].shape, out["scores"].dtype.name)
-print(",".join(sorted(set(i.decode() for i in out["item_ids"].numpy().ravel()))))
+for row in out["item_ids"].numpy():
+    print(",".join(i.decode() for i in row))
 """
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
                           text=True, env=env, cwd="/")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    header, returned = proc.stdout.strip().splitlines()[-2:]
+    header, known, new = proc.stdout.strip().splitlines()[-3:]
     # The tiny corpus has 80 items, fewer than the default k of 100, so the
-    # served model returns all of them: the index covers the whole items.csv.
+    # served model returns all of them to a new user: the index covers the
+    # whole items.csv. A known user gets every item but the ones they
+    # already interacted with, then "" padding.
     assert header == "string (2, 80) float32"
     with open(os.path.join(tiny_data, "items.csv")) as f:
         item_ids = {line.split(",")[0] for line in f.read().splitlines()[1:]}
-    assert set(returned.split(",")) == item_ids
+    new = new.split(",")
+    assert len(new) == 80 and set(new) == item_ids
+    # The served model knows u1's train interactions (its eval ones are
+    # what it should find).
+    seen = {examples_io.scalar(row, "item_id")
+            for row in examples_io.read_rows(_examples_uri(tiny_run.root), "train")
+            if examples_io.scalar(row, "user_id") == "u1"}
+    known = known.split(",")
+    returned = [i for i in known if i]
+    assert seen and not seen & set(returned)
+    assert sorted(returned) == sorted(item_ids - seen)
+    assert known[len(returned):] == [""] * (80 - len(returned))
 
 
 def test_clean_data_has_no_anomalies(tiny_run):

@@ -199,7 +199,18 @@ def cmd_run(args) -> int:
     blessing = config.BlessingConfig(
         metric=args.blessing_metric, min_value=args.min_value,
         max_regression=args.max_regression)
+    ranking_settings = {"ranking_run_fn": None} if args.ranker == "none" else {}
     try:
+        ranking = config.NcfConfig(**{k: v for k, v in (
+            ("variant", None if args.ranker == "none" else args.ranker),
+            ("epochs", args.ranker_epochs), ("seed", args.seed),
+            ("pretrain", False if args.no_pretrain else None)) if v is not None})
+        rerank = config.RerankConfig(
+            candidates=args.candidates, ranker_weight=args.ranker_weight,
+            exclude_seen=not args.keep_seen, dislike_below=args.dislike_below,
+            freshness_weight=args.freshness_weight,
+            freshness_feature=args.freshness_feature, diversity=args.diversity,
+            mmr_lambda=args.mmr_lambda, genre_cap=args.genre_cap)
         beam = local_runner.beam_args(args.beam, args.workers, args.beam_arg or ())
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -207,9 +218,10 @@ def cmd_run(args) -> int:
     try:
         with _stderr_to(log_path):
             local_runner.run(data_dir, args.root, dataset=dataset,
-                             model=args.model, training=training,
+                             model=args.model, training=training, ranking=ranking,
                              beam_pipeline_args=beam, metadata=args.metadata,
-                             enable_cache=not args.no_cache, blessing=blessing)
+                             enable_cache=not args.no_cache, blessing=blessing,
+                             rerank=rerank, **ranking_settings)
     finally:
         logging.getLogger("absl").removeHandler(progress)
     total = time.monotonic() - started
@@ -464,6 +476,37 @@ def build_parser() -> argparse.ArgumentParser:
                       help="absolute threshold on it (default: %(default)s)")
     gate.add_argument("--max-regression", type=float, default=defaults.max_regression,
                       help="allowed drop below the last blessed model (default: %(default)s)")
+    ranking = run.add_argument_group("ranking stage (NCF) and re-ranking")
+    rerank = config.RerankConfig()
+    ranking.add_argument("--ranker", default=config.NcfConfig.variant,
+                         choices=config.NCF_VARIANTS + ("none",),
+                         help="the ranking model (default %(default)s); none: "
+                              "retrieval and re-ranking only")
+    ranking.add_argument("--ranker-epochs", type=int, help="ranker training epochs")
+    ranking.add_argument("--no-pretrain", action="store_true",
+                         help="NeuMF from scratch, not from pretrained GMF and MLP")
+    ranking.add_argument("--candidates", type=int, default=rerank.candidates,
+                         help="retrieval candidates the ranker scores (%(default)s)")
+    ranking.add_argument("--ranker-weight", type=float, default=rerank.ranker_weight,
+                         help="blend: 0 = retrieval order, 1 = the ranker alone "
+                              "(%(default)s)")
+    ranking.add_argument("--keep-seen", action="store_true",
+                         help="may recommend items the user already interacted with")
+    ranking.add_argument("--dislike-below", type=float, default=rerank.dislike_below,
+                         help="never recommend items the user rated below this")
+    ranking.add_argument("--freshness-weight", type=float,
+                         default=rerank.freshness_weight,
+                         help="boost of fresher items (%(default)s)")
+    ranking.add_argument("--freshness-feature", default=rerank.freshness_feature,
+                         help="numeric item feature that says how fresh an item is "
+                              "(default: its first appearance in the data)")
+    ranking.add_argument("--diversity", default=rerank.diversity,
+                         choices=("none", "mmr", "genre_cap"),
+                         help="diversification of the top list (%(default)s)")
+    ranking.add_argument("--mmr-lambda", type=float, default=rerank.mmr_lambda,
+                         help="MMR: 1 = relevance only (%(default)s)")
+    ranking.add_argument("--genre-cap", type=int, default=rerank.genre_cap,
+                         help="genre_cap: most items per genre (%(default)s)")
     synthetic = run.add_argument_group("synthetic data (--data synthetic)")
     synthetic.add_argument("--num-users", type=int, default=200)
     synthetic.add_argument("--num-items", type=int, default=300)

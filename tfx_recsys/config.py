@@ -7,7 +7,7 @@ as a parameter.
 
 import dataclasses
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 PIPELINE_NAME = "tfx-recsys"
 MODEL_NAME = "retrieval"
@@ -170,3 +170,102 @@ class SoftmaxConfig(_Hyperparameters):
 DEFAULT_MODEL = "two_tower"
 MODELS = {"two_tower": (TWO_TOWER_RUN_FN, TwoTowerConfig),
           "softmax": (SOFTMAX_RUN_FN, SoftmaxConfig)}
+
+
+# --------------------------------------------------------------------------
+# Ranking stage: Neural Collaborative Filtering (models/ncf.py) and the
+# re-ranking inside the served model (tfx_recsys/reranking.py).
+
+NCF_RUN_FN = "tfx_recsys.models.ncf.run_fn"
+NCF_VARIANTS = ("mf", "gmf", "mlp", "neumf")
+
+
+@dataclasses.dataclass(frozen=True)
+class NcfConfig(_Hyperparameters):
+    """Hyperparameters of the NCF ranker (He et al. 2017), implicit feedback.
+
+    variant: "gmf" (element-wise product of user and item embeddings, then a
+      learned output weight), "mlp" (concatenated embeddings through
+      mlp_layers), "neumf" (GMF and MLP with their own embeddings, their last
+      layers concatenated into one output), or "mf" (the baseline: a plain
+      dot product of user and item embeddings plus biases).
+    factors: GMF / MF embedding size (the paper's "predictive factors").
+    mlp_layers: MLP widths; the user and item MLP embeddings are each
+      mlp_layers[0] / 2 wide.
+    pretrain: NeuMF only: first train GMF and MLP alone (`epochs` each), then
+      start NeuMF from their weights, the output layer being
+      [alpha * h_gmf, (1 - alpha) * h_mlp], and fine-tune it with plain SGD
+      at `pretrain_learning_rate`.
+    negatives: uniformly sampled unobserved items per positive, resampled
+      every epoch (deterministic for `seed`).
+    l2: L2 penalty on the embeddings.
+    """
+
+    variant: str = "neumf"
+    factors: int = 16
+    mlp_layers: Tuple[int, ...] = (64, 32, 16)
+    pretrain: bool = True
+    alpha: float = 0.5
+    negatives: int = 4
+    l2: float = 0.0
+    optimizer: str = "adam"
+    learning_rate: float = 0.001
+    pretrain_learning_rate: float = 0.01
+    epochs: int = 10
+    batch_size: int = 1024
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.variant not in NCF_VARIANTS:
+            raise ValueError(f"unknown NCF variant {self.variant!r}; use one of "
+                             f"{', '.join(NCF_VARIANTS)}")
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be positive, got {self.negatives}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankConfig:
+    """The served model's last stage: retrieval top-N -> ranker -> re-ranking.
+
+    candidates: N, the retrieval candidates the ranker scores.
+    ranker_weight: final score = (1 - w) * z(retrieval score) + w *
+      z(ranker logit), z-scored within each user's candidates; 1 = the
+      ranker alone, 0 = retrieval order.
+    exclude_seen: never return items the user interacted with in the
+      training data.
+    dislike_below: also never return items the user rated below this (only
+      matters with exclude_seen off, e.g. for re-consumable items); None: off.
+    freshness_weight: adds w * freshness, freshness in [0, 1] being the
+      item's percentile by `freshness_feature` (a numeric item feature such
+      as a release year; "" = the item's first appearance in the training
+      data).
+    diversity: "none", "mmr" (maximal marginal relevance over the retrieval
+      model's item embeddings, trading relevance for novelty with
+      mmr_lambda: 1 = relevance only) or "genre_cap" (at most genre_cap items
+      per value of the diversity feature, e.g. genres, in the top list).
+    """
+
+    candidates: int = 200
+    ranker_weight: float = 0.5
+    exclude_seen: bool = True
+    dislike_below: Optional[float] = None
+    freshness_weight: float = 0.0
+    freshness_feature: str = ""
+    diversity: str = "none"
+    mmr_lambda: float = 0.8
+    genre_cap: int = 3
+
+    def __post_init__(self):
+        if self.candidates < 1:
+            raise ValueError(f"rerank.candidates must be positive, got {self.candidates}")
+        if not 0.0 <= self.ranker_weight <= 1.0:
+            raise ValueError(f"rerank.ranker_weight must be in [0, 1], got {self.ranker_weight}")
+        if self.diversity not in ("none", "mmr", "genre_cap"):
+            raise ValueError(f"rerank.diversity must be none, mmr or genre_cap, "
+                             f"got {self.diversity!r}")
+        if not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ValueError(f"rerank.mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
+        if self.genre_cap < 1:
+            raise ValueError(f"rerank.genre_cap must be positive, got {self.genre_cap}")

@@ -74,9 +74,10 @@ def _node(store, artifact, seen: Dict[int, Node]) -> Node:
                  if e.type == metadata_store_pb2.Event.OUTPUT]
     if producers:
         [execution] = store.get_executions_by_id([producers[0]])
-        node.producer = _type_name(execution, store.get_execution_types_by_id)
-        node.producer_facts = _facts(execution, _EXECUTION_FACTS.get(node.producer, ()))
-        if node.producer == "RetrievalEvaluator":  # the metrics behind a blessing
+        kind = _type_name(execution, store.get_execution_types_by_id)
+        node.producer = run_summary.node_id(store, execution)  # e.g. RankingTrainer
+        node.producer_facts = _facts(execution, _EXECUTION_FACTS.get(kind, ()))
+        if kind == "RetrievalEvaluator":  # the metrics behind a blessing
             for evaluation in run_summary.output_artifacts(store, execution, "evaluation"):
                 node.producer_facts.update(
                     _facts(evaluation, _ARTIFACT_FACTS["ModelEvaluation"]))

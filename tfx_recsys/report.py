@@ -102,12 +102,11 @@ def _run_context(store, run_id: Optional[str]):
 
 
 def _run_executions(store, context) -> Dict:
-    """The run's executions by component class (the last one of each)."""
+    """The run's executions by pipeline node id (the last one of each)."""
     by_class = {}
     for execution in sorted(store.get_executions_by_context(context.id),
                             key=lambda e: e.id):
-        kind = store.get_execution_types_by_id([execution.type_id])[0].name
-        by_class[kind.split(".")[-1]] = execution
+        by_class[run_summary.node_id(store, execution)] = execution
     return by_class
 
 

@@ -23,12 +23,30 @@ def open_store(root: str):
     return metadata_store.MetadataStore(local_runner.connection_config(root))
 
 
-def executions_of(store, component_class: str) -> List:
-    """Executions whose type name ends with `component_class`, oldest first."""
+def executions_of(store, component: str) -> List:
+    """Executions of the pipeline node with id `component` (e.g. "Trainer",
+    "RankingTrainer"), oldest first; for ids that name no node, executions
+    whose type name ends with it (a component class)."""
+    nodes = [c for c in store.get_contexts_by_type("node")
+             if c.name.rsplit(".", 1)[-1] == component]
+    if nodes:
+        executions = {e.id: e for node in nodes
+                      for e in store.get_executions_by_context(node.id)}
+        return sorted(executions.values(), key=lambda e: e.id)
     type_ids = {t.id for t in store.get_execution_types()
-                if t.name.split(".")[-1] == component_class}
+                if t.name.split(".")[-1] == component}
     return sorted((e for e in store.get_executions() if e.type_id in type_ids),
                   key=lambda e: e.id)
+
+
+def node_id(store, execution) -> str:
+    """The pipeline node an execution ran for (e.g. "RankingTrainer"), or
+    its type's class name when MLMD has no node context for it."""
+    node_type = store.get_context_type("node")
+    for context in store.get_contexts_by_execution(execution.id):
+        if context.type_id == node_type.id:
+            return context.name.rsplit(".", 1)[-1]
+    return store.get_execution_types_by_id([execution.type_id])[0].name.split(".")[-1]
 
 
 def latest_execution(store, component_class: str):

@@ -44,6 +44,8 @@ BLESSING_KEY = "blessing"
 TOP_KS_KEY = "top_ks"
 BLESSING_CONFIG_KEY = "blessing_config"
 DIVERSITY_FEATURE_KEY = "diversity_feature"
+RANKING_MODEL_KEY = "ranking_model"
+RERANK_KEY = "rerank"
 BLESSING_METRIC_KEY = evaluation.GATE_PROPERTIES["metric"]
 BLESSING_MIN_VALUE_KEY = evaluation.GATE_PROPERTIES["min_value"]
 MAX_REGRESSION_KEY = evaluation.GATE_PROPERTIES["max_regression"]
@@ -60,6 +62,7 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
         BLESSING_MIN_VALUE_KEY: ExecutionParameter(type=float, optional=True),
         MAX_REGRESSION_KEY: ExecutionParameter(type=float, optional=True),
         DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str),
+        RERANK_KEY: ExecutionParameter(type=str, optional=True),  # JSON RerankConfig
     }
     INPUTS = {
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -67,6 +70,8 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
                                              optional=True),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         ITEMS_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        RANKING_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model,
+                                            optional=True),
     }
     OUTPUTS = {
         EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -88,6 +93,12 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
         field becomes a property of its own and is checked at run time.
       diversity_feature: multi-valued item feature whose categories measure
         intra-list diversity (e.g. genres); "" for none.
+      ranking_model: the ranking Trainer's model, optional. With it the
+        evaluator also measures the ranker alone over the whole corpus and
+        the served two-stage list (exact retrieval -> ranker -> re-ranking
+        with `rerank`, tfx_recsys/two_stage.py) on the same users; the
+        blessing still judges the retrieval model.
+      rerank: the served model's re-ranking settings.
     """
 
     SPEC_CLASS = RetrievalEvaluatorSpec
@@ -98,7 +109,9 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
                  baseline_model: Optional[types.BaseChannel] = None,
                  top_ks: Sequence[int] = config.TOP_KS,
                  blessing: config.BlessingConfig = config.BlessingConfig(),
-                 diversity_feature: str = ""):
+                 diversity_feature: str = "",
+                 ranking_model: Optional[types.BaseChannel] = None,
+                 rerank: config.RerankConfig = config.RerankConfig()):
         fixed = {f.name: getattr(blessing, f.name) for f in dataclasses.fields(blessing)}
         runtime = {name: fixed.pop(name) for name in list(fixed)
                    if isinstance(fixed[name], data_types.RuntimeParameter)}
@@ -120,6 +133,8 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
             **{evaluation.GATE_PROPERTIES[name]: parameter
                for name, parameter in runtime.items()},
             diversity_feature=diversity_feature,
+            ranking_model=ranking_model,
+            rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

@@ -16,6 +16,7 @@ Slices (besides `overall`):
 
 import dataclasses
 import json
+import zlib
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -50,17 +51,29 @@ class Corpus:
     popularity_bucket: List[str]
     genre_sets: List[frozenset]
 
+    @property
+    def trained_items(self) -> np.ndarray:
+        """int [n]: corpus indices of the items with train interactions."""
+        return np.flatnonzero(self.train_counts > 0)
+
     def __len__(self):
         return len(self.rows)
 
 
 @dataclasses.dataclass
 class UserCase:
-    """One eval user: raw features, seen (train) and relevant (eval) items."""
+    """One eval user: raw features, seen (train) and relevant (eval) items.
+
+    sampled: the NCF paper protocol's 100 items (corpus indices): the
+      user's first eval item, then SAMPLED_NEGATIVES items they never
+      interacted with, drawn from the items with train interactions; None
+      when there are too few such items.
+    """
 
     user_row: dict
     seen: List[int]
     relevant: List[int]
+    sampled: Optional[np.ndarray] = None
 
 
 def popularity_buckets(train_counts: np.ndarray) -> List[str]:
@@ -107,9 +120,59 @@ def make_user_case(train_item_ids: Iterable[str], eval_rows: Sequence[dict],
         return None
     first = min(eval_rows, key=lambda r: (scalar(r, "timestamp", 0),
                                           str(scalar(r, "item_id"))))
-    return UserCase(user_row=first,
-                    seen=sorted({corpus.index[i] for i in train_item_ids}),
-                    relevant=[corpus.index[scalar(r, "item_id")] for r in eval_rows])
+    seen = sorted({corpus.index[i] for i in train_item_ids})
+    relevant = [corpus.index[scalar(r, "item_id")] for r in eval_rows]
+    held_out = corpus.index[scalar(first, "item_id")]
+    return UserCase(user_row=first, seen=seen, relevant=relevant,
+                    sampled=sampled_candidates(str(scalar(first, "user_id")), held_out,
+                                               set(seen) | set(relevant), corpus))
+
+
+# The NCF paper's protocol: the held-out item among 99 sampled negatives.
+SAMPLED_NEGATIVES = 99
+SAMPLED_K = 10
+SAMPLED_SEED = 0
+
+
+def sampled_candidates(user_id: str, held_out: int, interacted: set, corpus: Corpus,
+                       num_negatives: int = SAMPLED_NEGATIVES) -> Optional[np.ndarray]:
+    """int [1 + num_negatives]: `held_out`, then distinct items with train
+    interactions that the user never interacted with, drawn uniformly with a
+    seed derived from the user id (the same negatives for every model)."""
+    pool = corpus.trained_items
+    if len(pool) - len(interacted) < num_negatives + len(interacted) // 100 + 1:
+        return None
+    rng = np.random.default_rng([SAMPLED_SEED, zlib.crc32(user_id.encode())])
+    chosen: List[int] = []
+    taken = set(interacted)
+    while len(chosen) < num_negatives:  # rejection: the pool is mostly free
+        for item in rng.choice(pool, size=2 * (num_negatives - len(chosen))):
+            if item not in taken and len(chosen) < num_negatives:
+                taken.add(int(item))
+                chosen.append(int(item))
+    return np.array([held_out] + chosen, np.int64)
+
+
+def sampled_metrics(scores_row: np.ndarray, sampled: np.ndarray,
+                    k: int = SAMPLED_K) -> Dict[str, float]:
+    """HR@k and NDCG@k of the held-out item (sampled[0]) among the sampled
+    items; ties count against it."""
+    values = scores_row[sampled]
+    rank = int(np.sum(values[1:] >= values[0]))
+    hit = rank < k
+    return {f"sampled_hit_rate@{k}": float(hit),
+            f"sampled_ndcg@{k}": float(1.0 / np.log2(rank + 2)) if hit else 0.0}
+
+
+def list_scores(recommended: Sequence[Sequence[str]], corpus: Corpus) -> np.ndarray:
+    """float32 [users, items] that rank each user's recommended list (best
+    first) above everything else, for the metrics of a served top-k list:
+    k - position for listed items, -1 for the rest ("" padding skipped)."""
+    scores = np.full((len(recommended), len(corpus)), -1.0, np.float32)
+    for row, items in enumerate(recommended):
+        listed = [corpus.index[i] for i in items if i]
+        scores[row, listed] = len(listed) - np.arange(len(listed), dtype=np.float32)
+    return scores
 
 
 def activity_bucket(num_train: int) -> str:
@@ -177,10 +240,12 @@ def baseline_scores(model, cases: Sequence[UserCase], corpus: Corpus) -> np.ndar
 
 
 def accumulate(cases: Sequence[UserCase], scores: np.ndarray, corpus: Corpus,
-               ks: Sequence[int]) -> Dict[str, object]:
+               ks: Sequence[int], sampled: bool = True) -> Dict[str, object]:
     """Folds one batch of users into accumulators, keyed by slice.
 
     scores: float [len(cases), items], exact dot products (or baseline scores).
+    sampled: also the paper protocol's sampled_hit_rate@10 / sampled_ndcg@10
+      (False for scores that only order a top-k list).
     """
     depth = max(max(ks), metrics.BEYOND_ACCURACY_K)
     ranked = metrics.top_k_items(scores, depth, exclude=[c.seen for c in cases])
@@ -189,6 +254,8 @@ def accumulate(cases: Sequence[UserCase], scores: np.ndarray, corpus: Corpus,
         values = metrics.user_accuracy(ranked[row], case.relevant, ks)
         values.update(metrics.beyond_accuracy(ranked[row], corpus.popularity_rank,
                                               corpus.genre_sets))
+        if sampled and case.sampled is not None:
+            values.update(sampled_metrics(scores[row], case.sampled))
         higher = metrics.strictly_higher_counts(scores[row], case.relevant)
         for name in user_slices(case):
             result.setdefault(name, metrics.MetricAccumulator(ks)).add_user(

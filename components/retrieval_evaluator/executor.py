@@ -19,7 +19,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from tfx_recsys import config, embedding, examples_io
+from tfx_recsys import config, embedding, examples_io, two_stage
 from tfx_recsys.components.retrieval_evaluator import evaluation
 
 METRICS_FILE = "metrics.json"
@@ -27,6 +27,8 @@ TFMA_METRICS_FILE = "metrics-00000-of-00001.tfrecord"
 _PARTIAL_RESULTS = "partial_results.json"
 MODEL = "model"
 LAST_BLESSED = "last_blessed"
+RANKER = "ranker"        # the ranking model alone, over the whole corpus
+TWO_STAGE = "two_stage"  # what is served: retrieval -> ranker -> re-ranking
 
 
 class _ReadRows(beam.PTransform):
@@ -49,30 +51,57 @@ class _ScoreUsers(beam.DoFn):
     accumulator) once per slice per batch.
     """
 
-    def __init__(self, model_dirs: Dict[str, str], ks: List[int]):
+    def __init__(self, model_dirs: Dict[str, str], ks: List[int],
+                 ranking: Optional[Dict[str, Any]] = None):
         self._model_dirs = model_dirs
         self._ks = ks
+        # {"model_dir", "rerank" (RerankConfig), "diversity_feature"} or None.
+        self._ranking = ranking
 
     def setup(self):
         self._models = {name: embedding.load(path)
                         for name, path in self._model_dirs.items()}
+        self._ranker = (two_stage.load_ranker(self._ranking["model_dir"])
+                        if self._ranking else None)
         self._item_embeddings = None
+        self._two_stage = None
 
-    def process(self, cases, corpus, fitted_baselines):
+    def _build_two_stage(self, corpus, train_rows):
+        """The served recommender with exact retrieval (module two_stage)."""
+        retrieval = self._models[MODEL]
+        embeddings = self._item_embeddings[MODEL]
+        item_ids = [examples_io.scalar(r, "item_id") for r in corpus.rows]
+        rerank = self._ranking["rerank"]
+        return two_stage.build_from_rows(
+            retrieval, self._ranker, two_stage.ExactIndex(item_ids, embeddings, 1),
+            corpus.rows, embeddings, train_rows, rerank, max(self._ks),
+            self._ranking["diversity_feature"])
+
+    def process(self, cases, corpus, fitted_baselines, train_rows=None):
         if self._item_embeddings is None:  # side inputs arrive with elements
             self._item_embeddings = {name: embedding.embed_items(model, corpus.rows)
                                      for name, model in self._models.items()}
+            if self._ranker is not None:
+                self._two_stage = self._build_two_stage(corpus, train_rows)
         chunk = evaluation.batch_size_for(len(corpus))
         for start in range(0, len(cases), chunk):
             batch = cases[start:start + chunk]
+            rows = [c.user_row for c in batch]
             scores = {name: evaluation.baseline_scores(baseline, batch, corpus)
                       for name, baseline in fitted_baselines.items()}
             for name, model in self._models.items():
-                queries = embedding.embed_users(model, [c.user_row for c in batch])
+                queries = embedding.embed_users(model, rows)
                 scores[name] = queries @ self._item_embeddings[name].T
+            if self._ranker is not None:
+                scores[RANKER] = two_stage.ranker_scores(
+                    self._ranker, [examples_io.scalar(r, "user_id") for r in rows],
+                    [examples_io.scalar(r, "item_id") for r in corpus.rows])
+                scores[TWO_STAGE] = evaluation.list_scores(
+                    two_stage.recommend_rows(self._two_stage, rows), corpus)
             for name, block in scores.items():
                 for slice_name, accumulator in evaluation.accumulate(
-                        batch, block, corpus, self._ks).items():
+                        batch, block, corpus, self._ks,
+                        sampled=name != TWO_STAGE).items():
                     yield (name, slice_name), accumulator
 
 
@@ -149,6 +178,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         items = artifact_utils.get_single_instance(input_dict["items"])
         baselines = input_dict.get("baseline_model") or []
+        rankers = input_dict.get("ranking_model") or []
         result = artifact_utils.get_single_instance(output_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         ks = json.loads(exec_properties["top_ks"])
@@ -165,6 +195,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             path_utils.serving_model_path(last_blessed.uri) if last_blessed else None)
         if last_blessed_dir:
             model_dirs[LAST_BLESSED] = last_blessed_dir
+
+        ranking = None
+        if rankers:
+            ranking = {"model_dir": path_utils.serving_model_path(rankers[0].uri),
+                       "rerank": config.RerankConfig(**json.loads(
+                           exec_properties.get("rerank") or "{}")),
+                       "diversity_feature": exec_properties.get("diversity_feature") or ""}
 
         partial_path = os.path.join(result.uri, _PARTIAL_RESULTS)
         with self._make_beam_pipeline() as pipeline:
@@ -194,11 +231,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                 | "FitBaselines" >> beam.Map(
                                     evaluation.fit_baselines,
                                     beam.pvalue.AsSingleton(corpus)))
+            side_inputs = [beam.pvalue.AsSingleton(corpus),
+                           beam.pvalue.AsSingleton(fitted_baselines)]
+            if ranking:
+                # What the served model's exclusions and freshness are built from.
+                side_inputs.append(beam.pvalue.AsList(
+                    pipeline
+                    | "ReadTrainForRanking" >> _ReadRows(examples.uri, config.TRAIN_SPLIT)
+                    | "SlimTrain" >> beam.Map(two_stage.slim_row)))
             _ = (cases
                  | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
-                 | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, ks),
-                                         beam.pvalue.AsSingleton(corpus),
-                                         beam.pvalue.AsSingleton(fitted_baselines))
+                 | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, ks, ranking), *side_inputs)
                  | "Merge" >> beam.CombinePerKey(_MergeAccumulators())
                  | "Finish" >> beam.Map(lambda kv, corpus: (kv[0], kv[1].result(len(corpus))),
                                         beam.pvalue.AsSingleton(corpus))
@@ -215,6 +258,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report = {
             "top_ks": ks,
             "model": _nest(by_model, MODEL),
+            "ranking": ({"ranker": _nest(by_model, RANKER),
+                         "two_stage": _nest(by_model, TWO_STAGE),
+                         "rerank": exec_properties.get("rerank") and json.loads(
+                             exec_properties["rerank"]),
+                         "ranker_uri": rankers[0].uri}
+                        if TWO_STAGE in by_model else None),
             "baselines": {name: _nest(by_model, name) for name in evaluation.BASELINES
                           if name in by_model},
             "last_blessed": (dict(_nest(by_model, LAST_BLESSED), uri=last_blessed.uri,
@@ -239,6 +288,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         _write_tfma_metrics(os.path.join(result.uri, TFMA_METRICS_FILE), partial)
         for name, value in overall.items():
             result.set_float_custom_property(name, float(value))
+        if report["ranking"]:
+            for name, value in report["ranking"]["two_stage"]["overall"].items():
+                result.set_float_custom_property(f"two_stage_{name}", float(value))
+            for name, value in report["ranking"]["ranker"]["overall"].items():
+                if name.startswith("sampled_"):
+                    result.set_float_custom_property(f"ranker_{name}", float(value))
         _write_blessing(blessing, model, blessed, reason)
 
 

@@ -1,15 +1,19 @@
-"""ScannPusher: ships a blessed retrieval model with a ScaNN index it has proven.
+"""ScannPusher: ships the two-stage recommender with a ScaNN index it has proven.
 
-Inputs: the Trainer's `model`, the evaluator's `model_blessing`, the `items`
-corpus from InteractionsExampleGen, and `examples` (its eval split supplies
-held-out queries). If the model is blessed, the executor embeds every item,
-tunes ScaNN on the held-out queries (the fastest setting whose recall@k
-against exact search meets the target), and pushes only if that index also
-meets the latency bound (config.IndexGateConfig). A push writes, under one new
+Inputs: the retrieval Trainer's `model`, the evaluator's `model_blessing`,
+the `items` corpus from InteractionsExampleGen, `examples` (its eval split
+supplies held-out queries; its train split each user's exclusions) and,
+optionally, the ranking Trainer's `ranking_model`. If the model is blessed,
+the executor embeds every item, tunes ScaNN on the held-out queries for the
+retrieval stage's fetch size (the fastest setting whose recall@k against
+exact search meets the target), and pushes only if that index also meets the
+latency bound (config.IndexGateConfig). The pushed model is
+tfx_recsys/two_stage.py's TwoStageRecommender: ScaNN retrieval -> ranker ->
+re-ranking (config.RerankConfig) -> top_k. A push writes, under one new
 version number, each atomically (staged, then renamed):
 
   <serving_dir>/<version>/              the ScaNN SavedModel (serving contract)
-  <serving_dir>_bruteforce/<version>/   the same model with exact search
+  <serving_dir>_bruteforce/<version>/   the same model with exact retrieval
   <serving_dir>_embeddings/<version>/   item_ids.txt + item_embeddings.npy
 
 and keeps the newest `keep_versions`. The PushedModel records the index
@@ -18,6 +22,7 @@ settings, recall, latencies and, when not pushed, the reason.
 
 import dataclasses
 import json
+from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -30,6 +35,9 @@ from tfx_recsys.components.scann_pusher import executor
 SERVING_DIR_KEY = "serving_dir"
 TOP_K_KEY = "top_k"
 INDEX_GATE_KEY = "index_gate"
+RANKING_MODEL_KEY = "ranking_model"
+RERANK_KEY = "rerank"
+DIVERSITY_FEATURE_KEY = "diversity_feature"
 
 
 class ScannPusherSpec(types.ComponentSpec):
@@ -37,6 +45,8 @@ class ScannPusherSpec(types.ComponentSpec):
         SERVING_DIR_KEY: ExecutionParameter(type=str),
         TOP_K_KEY: ExecutionParameter(type=int),
         INDEX_GATE_KEY: ExecutionParameter(type=str),  # JSON IndexGateConfig
+        RERANK_KEY: ExecutionParameter(type=str, optional=True),  # JSON RerankConfig
+        DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         standard_component_specs.MODEL_KEY: ChannelParameter(
@@ -45,6 +55,7 @@ class ScannPusherSpec(types.ComponentSpec):
             type=standard_artifacts.ModelBlessing),
         "items": ChannelParameter(type=standard_artifacts.Examples),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
+        RANKING_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
     OUTPUTS = {
         standard_component_specs.PUSHED_MODEL_KEY: ChannelParameter(
@@ -61,12 +72,18 @@ class ScannPusher(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  items: types.BaseChannel, examples: types.BaseChannel,
                  serving_dir: str, top_k: int = config.SERVING_TOP_K,
-                 index_gate: config.IndexGateConfig = config.IndexGateConfig()):
+                 index_gate: config.IndexGateConfig = config.IndexGateConfig(),
+                 ranking_model: Optional[types.BaseChannel] = None,
+                 rerank: config.RerankConfig = config.RerankConfig(),
+                 diversity_feature: str = ""):
         if top_k < 1:
             raise ValueError(f"top_k must be positive, got {top_k}")
         spec = ScannPusherSpec(
             model=model, model_blessing=model_blessing, items=items,
             examples=examples, serving_dir=serving_dir, top_k=top_k,
             index_gate=json.dumps(dataclasses.asdict(index_gate)),
+            ranking_model=ranking_model,
+            rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
+            diversity_feature=diversity_feature,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel))
         super().__init__(spec=spec)

@@ -16,9 +16,9 @@ from absl import logging
 from tfx import types
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils
+from tfx.utils import io_utils, path_utils
 
-from tfx_recsys import config, embedding, examples_io
+from tfx_recsys import config, embedding, examples_io, two_stage
 from tfx_recsys.components.scann_pusher import index as scann_index
 from tfx_recsys.components.scann_pusher import publishing, tuning
 
@@ -57,10 +57,14 @@ class Executor(pusher_executor.Executor):
             return
 
         model_path = self.GetModelPath(input_dict)
+        rankers = input_dict.get("ranking_model") or []
+        source = {"model_path": model_path,
+                  "ranking_model_path": (path_utils.serving_model_path(rankers[0].uri)
+                                         if rankers else None),
+                  "rerank": exec_properties.get("rerank") or ""}
         dirs = publishing.sibling_dirs(exec_properties["serving_dir"])
         serving_now = publishing.latest_version_dir(dirs["scann"])
-        if serving_now and (publishing.read_source(serving_now) or {}).get(
-                "model_path") == model_path:
+        if serving_now and publishing.read_source(serving_now) == source:
             # E.g. a re-run after the first one blessed this very model.
             logging.info("%s already serves this model; nothing to push", serving_now)
             self._MarkPushed(pushed, pushed_destination=serving_now,
@@ -70,11 +74,25 @@ class Executor(pusher_executor.Executor):
 
         items = artifact_utils.get_single_instance(input_dict["items"])
         examples = artifact_utils.get_single_instance(input_dict["examples"])
+        rerank = config.RerankConfig(**json.loads(exec_properties.get("rerank") or "{}"))
         trainer_model = embedding.load(model_path)
+        ranker = (two_stage.load_ranker(path_utils.serving_model_path(rankers[0].uri))
+                  if rankers else None)
         item_rows = list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT))
+        train_rows = [two_stage.slim_row(r)
+                      for r in examples_io.read_rows(examples.uri, config.TRAIN_SPLIT)]
         item_ids = [examples_io.scalar(r, "item_id") for r in item_rows]
         item_embeddings = embedding.embed_items(trainer_model, item_rows)
         k = min(int(exec_properties["top_k"]), len(item_ids))
+
+        def recommender(index):
+            return two_stage.build_from_rows(
+                trainer_model, ranker, index, item_rows, item_embeddings, train_rows,
+                rerank, k, exec_properties.get("diversity_feature") or "")
+
+        exact = recommender(two_stage.ExactIndex(item_ids, item_embeddings, k))
+        # The index serves the retrieval stage: `fetch` items per query.
+        fetch = exact.fetch
         users = _held_out_users(examples.uri)
         queries = embedding.embed_users(trainer_model, users)
         # Tune on half of the held-out users and check on the other half: the
@@ -84,25 +102,26 @@ class Executor(pusher_executor.Executor):
                                        if len(queries) >= MIN_SPLIT_QUERIES
                                        else (queries, queries))
 
-        candidates = tuning.candidate_settings(len(item_ids), k)
-        searcher = tuning.build_searcher(item_embeddings, k, candidates[-1])
+        candidates = tuning.candidate_settings(len(item_ids), fetch)
+        searcher = tuning.build_searcher(item_embeddings, fetch, candidates[-1])
         tuned = tuning.tune(searcher, item_embeddings, tune_queries, candidates,
-                            gate.recall_k, gate.target_recall, serving_k=k)
+                            gate.recall_k, gate.target_recall, serving_k=fetch)
         with open(os.path.join(pushed.uri, TUNING_FILE), "w") as f:
             json.dump({"trials": [dataclasses.asdict(t) for t in tuned.trials],
                        "chosen": dataclasses.asdict(tuned.chosen) if tuned.chosen else None,
                        "exact_latency_ms_p50": tuned.exact_latency_ms_p50,
                        "num_queries": tuned.num_queries,
+                       "retrieval_fetch": fetch,
                        "gate": dataclasses.asdict(gate)}, f, indent=2)
         pushed.set_float_custom_property("exact_search_latency_ms_p50",
                                          tuned.exact_latency_ms_p50)
         if tuned.chosen is None:
             best = max(t.recall for t in tuned.trials)
             return self._refuse(pushed, f"no ScaNN setting reached recall@{gate.recall_k} "
-                                f">= {gate.target_recall} with all {k} items returned "
+                                f">= {gate.target_recall} with all {fetch} items returned "
                                 f"(best recall {best:.3f})")
 
-        index = scann_index.ScannIndex(searcher, item_ids, k,
+        index = scann_index.ScannIndex(searcher, item_ids, fetch,
                                        tuned.chosen.settings.num_leaves_to_search)
         recall_k = min(gate.recall_k, k)
         recall = scann_index.recall_against_exact(index, check_queries, item_embeddings,
@@ -114,13 +133,17 @@ class Executor(pusher_executor.Executor):
         pushed.set_float_custom_property("index_latency_ms_p50", tuned.chosen.latency_ms_p50)
         pushed.set_int_custom_property("num_items", len(item_ids))
         pushed.set_int_custom_property("top_k", k)
+        pushed.set_int_custom_property("retrieval_fetch", fetch)
+        pushed.set_int_custom_property("two_stage", int(ranker is not None))
+        pushed.set_string_custom_property("rerank", json.dumps(
+            dataclasses.asdict(rerank), sort_keys=True))
         logging.info("ScaNN %s: recall@%d %.4f, %.3f ms per query (exact: %.3f ms)",
                      tuned.chosen.settings, gate.recall_k, recall,
                      tuned.chosen.latency_ms_p50, tuned.exact_latency_ms_p50)
-        full = tuning.full_result_share(searcher, check_queries, k,
+        full = tuning.full_result_share(searcher, check_queries, fetch,
                                         tuned.chosen.settings.num_leaves_to_search)
         if full < 1.0:
-            return self._refuse(pushed, f"ScaNN returns fewer than {k} items for "
+            return self._refuse(pushed, f"ScaNN returns fewer than {fetch} items for "
                                 f"{1 - full:.1%} of check queries")
         if recall < gate.target_recall:
             return self._refuse(pushed, f"ScaNN recall@{recall_k} {recall:.3f} on "
@@ -133,10 +156,9 @@ class Executor(pusher_executor.Executor):
             os.makedirs(directory, exist_ok=True)
         version = publishing.new_version(list(dirs.values()))
         staged = {role: publishing.staging_dir(d, version) for role, d in dirs.items()}
-        scann_index.save(scann_index.ScannRecommender(trainer_model, index), staged["scann"])
-        publishing.write_source(staged["scann"], {"model_path": model_path})
-        scann_index.save(scann_index.BruteForceRecommender(
-            trainer_model, item_ids, item_embeddings, k), staged["brute_force"])
+        scann_index.save(recommender(index), staged["scann"])
+        publishing.write_source(staged["scann"], source)
+        scann_index.save(exact, staged["brute_force"])
         _write_embeddings(staged["embeddings"], item_ids, item_embeddings)
         columns = embedding.user_columns(users, trainer_model)
         requests = [{name: values[i] for name, values in columns.items()}

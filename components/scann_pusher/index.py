@@ -1,4 +1,8 @@
-"""The served models: raw user features -> top-K over the item corpus.
+"""The retrieval layer: raw user features -> top-K over the item corpus.
+
+The pusher serves tfx_recsys/two_stage.py's TwoStageRecommender, whose
+retrieval stage is a `ScannIndex` from here; the retrieval-only recommenders
+below are what `make bench-serving` measures the index layer with.
 
 No TFX here. Both models wrap the Trainer's query signatures and one index of
 every item's candidate embedding in a tf.Module with two signatures, whose
@@ -118,14 +122,17 @@ class BruteForceRecommender(_Recommender):
         return {"item_ids": tf.gather(self.item_ids, top.indices), "scores": top.values}
 
 
-def save(recommender: _Recommender, path: str) -> None:
-    """Writes the served model, and beside it the Trainer's dataset config."""
+def save(recommender, path: str) -> None:
+    """Writes a served model (this module's, or two_stage.TwoStageRecommender),
+    and beside it the retrieval Trainer's dataset config."""
     tf.saved_model.save(recommender, path, signatures=recommender.signatures(),
                         options=SAVE_OPTIONS)
+    retrieval_model = getattr(recommender, "retrieval_model", None) or \
+        recommender.trainer_model
     config_path = os.path.join(path, DATASET_CONFIG_FILE)
     tf.io.gfile.makedirs(os.path.dirname(config_path))
     with tf.io.gfile.GFile(config_path, "w") as f:
-        f.write(embedding.dataset_of(recommender.trainer_model).to_json())
+        f.write(embedding.dataset_of(retrieval_model).to_json())
 
 
 def recall_against_exact(index: ScannIndex, queries: np.ndarray,

@@ -1,0 +1,201 @@
+"""The ranking Trainer's run_fn and the served two-stage recommender
+(tfx_recsys/two_stage.py), on the tiny hand-made data of test_models.py:
+real Transform output, a real two-tower model and a real NCF ranker."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.test_models import EVENTS, ITEMS, _fn_args, transform_dir  # noqa: F401
+from tests.test_models import two_tower_dir  # noqa: F401
+from tfx_recsys import config, embedding, two_stage
+from tfx_recsys.components.scann_pusher import index as scann_index
+from tfx_recsys.models import ncf, ranker_export
+
+ITEM_IDS = list(ITEMS)
+TINY_RANKER = {"epochs": 2, "batch_size": 8, "factors": 4, "mlp_layers": [8, 4]}
+
+
+@pytest.fixture(scope="module")
+def ranker_dir(transform_dir, tmp_path_factory):  # noqa: F811
+    model_dir = tmp_path_factory.mktemp("ncf")
+    ncf.run_fn(_fn_args(transform_dir, model_dir, **TINY_RANKER))
+    return str(model_dir)
+
+
+def _users(*ids):
+    return {"user_id": tf.constant(list(ids)),
+            "age": tf.constant([20.0] * len(ids)),
+            "gender": tf.constant(["F"] * len(ids)),
+            "occupation": tf.constant(["writer"] * len(ids)),
+            "zip_code": tf.constant(["10001"] * len(ids))}
+
+
+def _item_embeddings(model):
+    return embedding.embed_items(model, [
+        {"item_id": [i], "genres": g, "title": [t], "release_year": y}
+        for i, (g, t, y) in ITEMS.items()])
+
+
+def _recommender(two_tower_dir, ranker_dir, rerank=config.RerankConfig(),  # noqa: F811
+                 k=4, train=EVENTS):
+    retrieval = embedding.load(two_tower_dir)
+    ranker = two_stage.load_ranker(ranker_dir) if ranker_dir else None
+    items = _item_embeddings(retrieval)
+    genres = [g for g, _, _ in ITEMS.values()]
+    years = np.array([y[0] if y else np.nan for _, _, y in ITEMS.values()])
+    return two_stage.build(retrieval, ranker, two_stage.ExactIndex(ITEM_IDS, items, k),
+                           ITEM_IDS, items, genres, years,
+                           [(u, i, 4.0) for u, i, _ in train], rerank, k)
+
+
+def _served(recommender, signature, **inputs):
+    return {name: value.numpy()
+            for name, value in recommender.signatures()[signature](**inputs).items()}
+
+
+# --------------------------------------------------------------------------
+# The ranker
+
+
+def test_ranker_scores_raw_ids_and_knows_its_users(ranker_dir):
+    ranker = two_stage.load_ranker(ranker_dir)
+    out = ranker.signatures[ranker_export.SCORE_SIGNATURE](
+        user_id=tf.constant(["u1", "stranger"]),
+        item_id=tf.constant([["i1", "i2", "i3"], ["i4", "unseen", ""]]))
+    assert out["scores"].shape == (2, 3)
+    scores = out["scores"].numpy()
+    assert np.all((scores > 0) & (scores < 1))
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-out["logits"].numpy())), rtol=1e-5)
+    assert out["known_user"].numpy().tolist() == [True, False]
+
+
+def test_ranker_run_fn_leaves_out_users_who_saw_every_item():
+    users = np.array([0, 0, 1, 1, 1])
+    items = np.array([0, 1, 0, 1, 2])
+    warnings = []
+    kept_users, kept_items = ncf._users_with_negatives(users, items, 3, warnings.append)
+    assert kept_users.tolist() == [0, 0] and kept_items.tolist() == [0, 1]
+    assert "1 users interacted with all 3 items" in warnings[0]
+
+
+def test_ranker_scores_match_the_keras_model_pairs(ranker_dir):
+    scores = two_stage.ranker_scores(two_stage.load_ranker(ranker_dir), ["u1", "u2"],
+                                     ITEM_IDS, max_pairs=4)
+    assert scores.shape == (2, 4)
+    assert np.all(np.isfinite(scores))
+
+
+# --------------------------------------------------------------------------
+# What re-ranking knows
+
+
+def test_excluded_items_are_seen_or_disliked():
+    rows = [("u1", "a", 5.0), ("u1", "b", 1.0), ("u2", "a", None)]
+    seen = two_stage.excluded_items(rows, config.RerankConfig())
+    assert seen == {"u1": ["a", "b"], "u2": ["a"]}
+    disliked = two_stage.excluded_items(
+        rows, config.RerankConfig(exclude_seen=False, dislike_below=2.0))
+    assert disliked == {"u1": ["b"]}
+    assert two_stage.excluded_items(rows, config.RerankConfig(exclude_seen=False)) == {}
+
+
+def test_first_appearance_and_genre_matrix():
+    first = two_stage.first_appearance([(None, "a", 5), (None, "a", 3), (None, "b", 9)],
+                                       ["a", "b", "c"])
+    assert first[:2].tolist() == [3, 9] and np.isnan(first[2])
+    matrix = two_stage.genre_matrix([["x", "y"], [], ["y"]])
+    assert matrix.tolist() == [[1, 1], [0, 0], [0, 1]]
+
+
+def test_user_items_pads_and_handles_unknown_users():
+    table = two_stage.UserItems({"u1": ["a", "b"], "u2": ["c"]})
+    out = table(tf.constant(["u2", "nobody", "u1"])).numpy().tolist()
+    assert out == [[b"c", b""], [b"", b""], [b"a", b"b"]]
+    assert table.max_items == 2
+    assert two_stage.UserItems({})(tf.constant(["x"])).shape == (1, 0)
+
+
+# --------------------------------------------------------------------------
+# The served model
+
+
+def test_seen_items_never_come_back(two_tower_dir, ranker_dir):  # noqa: F811
+    recommender = _recommender(two_tower_dir, ranker_dir)
+    out = _served(recommender, two_stage.SERVING_SIGNATURE, **_users("u1", "u2", "new"))
+    assert out["item_ids"].shape == (3, 4)
+    for row, user in zip(out["item_ids"], ["u1", "u2", "new"]):
+        seen = {i for u, i, _ in EVENTS if u == user}
+        returned = [i.decode() for i in row if i]
+        assert not seen & set(returned)
+        # Everything else comes back, once each; the rest is padding.
+        assert sorted(returned) == sorted(set(ITEM_IDS) - seen)
+        assert [i for i in row if not i] == [b""] * len(seen)
+
+
+def test_request_exclusions_never_come_back(two_tower_dir, ranker_dir):  # noqa: F811
+    recommender = _recommender(two_tower_dir, ranker_dir)
+    out = _served(recommender, two_stage.SERVING_WITH_EXCLUSIONS_SIGNATURE,
+                  **_users("new", "new"), exclude=tf.constant([["i2", "i4"], ["", ""]]))
+    first = {i.decode() for i in out["item_ids"][0] if i}
+    second = {i.decode() for i in out["item_ids"][1] if i}
+    assert first == {"i1", "i3"}
+    assert second == set(ITEM_IDS)
+
+
+def test_ranker_weight_zero_keeps_retrieval_order(two_tower_dir, ranker_dir):  # noqa: F811
+    recommender = _recommender(two_tower_dir, ranker_dir,
+                               config.RerankConfig(ranker_weight=0.0, exclude_seen=False))
+    out = _served(recommender, two_stage.SERVING_SIGNATURE, **_users("u1"))
+    assert np.all(np.diff(out["retrieval_scores"][0]) <= 0)
+    ranked = _recommender(two_tower_dir, ranker_dir,
+                          config.RerankConfig(ranker_weight=1.0, exclude_seen=False))
+    out = _served(ranked, two_stage.SERVING_SIGNATURE, **_users("u1"))
+    assert np.all(np.diff(out["ranker_scores"][0]) <= 1e-7)
+
+
+def test_unknown_users_keep_retrieval_order(two_tower_dir, ranker_dir):  # noqa: F811
+    recommender = _recommender(two_tower_dir, ranker_dir,
+                               config.RerankConfig(ranker_weight=1.0))
+    out = _served(recommender, two_stage.SERVING_SIGNATURE, **_users("new"))
+    assert np.all(np.isnan(out["ranker_scores"][0]))
+    assert np.all(np.diff(out["retrieval_scores"][0]) <= 0)
+
+
+def test_diversity_and_freshness_settings_serve(two_tower_dir, ranker_dir):  # noqa: F811
+    for rerank in (config.RerankConfig(diversity="mmr", mmr_lambda=0.3),
+                   config.RerankConfig(diversity="genre_cap", genre_cap=1),
+                   config.RerankConfig(freshness_weight=5.0)):
+        recommender = _recommender(two_tower_dir, ranker_dir, rerank)
+        out = _served(recommender, two_stage.SERVING_SIGNATURE, **_users("new"))
+        assert sorted(i.decode() for i in out["item_ids"][0]) == sorted(ITEM_IDS)
+    # A large freshness weight puts the newest items (i1, i2: 1995) first;
+    # the oldest (i4: 1980) and the unknown year (i3) share freshness 0.
+    fresh = _recommender(two_tower_dir, ranker_dir,
+                         config.RerankConfig(freshness_weight=100.0))
+    out = _served(fresh, two_stage.SERVING_SIGNATURE, **_users("new"))
+    order = [i.decode() for i in out["item_ids"][0]]
+    assert set(order[:2]) == {"i1", "i2"} and set(order[2:]) == {"i3", "i4"}
+
+
+def test_without_a_ranker_the_served_model_is_retrieval_and_reranking(
+        two_tower_dir):  # noqa: F811
+    recommender = _recommender(two_tower_dir, None)
+    out = _served(recommender, two_stage.SERVING_SIGNATURE, **_users("u3", "new"))
+    assert [i for i in out["item_ids"][0] if i] == []  # u3 has seen every item
+    assert np.all(np.isnan(out["ranker_scores"]))
+
+
+def test_saved_two_stage_model_reloads_with_the_same_answers(
+        two_tower_dir, ranker_dir, tmp_path):  # noqa: F811
+    recommender = _recommender(two_tower_dir, ranker_dir,
+                               config.RerankConfig(diversity="mmr"))
+    expected = _served(recommender, two_stage.SERVING_SIGNATURE, **_users("u2", "new"))
+    scann_index.save(recommender, str(tmp_path / "served"))
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    assert set(served.signatures) == {two_stage.SERVING_SIGNATURE,
+                                      two_stage.SERVING_WITH_HISTORY_SIGNATURE,
+                                      two_stage.SERVING_WITH_EXCLUSIONS_SIGNATURE}
+    out = served.signatures[two_stage.SERVING_SIGNATURE](**_users("u2", "new"))
+    assert out["item_ids"].numpy().tolist() == expected["item_ids"].tolist()
+    np.testing.assert_allclose(out["scores"].numpy(), expected["scores"], rtol=1e-5)

@@ -1,0 +1,412 @@
+"""The served recommender: retrieval -> ranker -> re-ranking -> top-k.
+
+No TFX here. `TwoStageRecommender` is a tf.Module that the pusher saves (with
+a ScaNN index) and the evaluator calls in-process (with exact search), so
+what is measured is what is served. For a batch of users:
+
+  1. retrieval: the retrieval Trainer's query signature embeds the raw user
+     features -> queries float32 [batch, dim]; the index returns the `fetch`
+     nearest items (ids string [batch, fetch], scores float32).
+  2. exclusion: the user's excluded items (everything they interacted with
+     in the training data, and/or what they rated below a threshold) and
+     the request's own `exclude` ids are removed; the best `candidates`
+     items that remain go on. `fetch` = candidates + the most items any
+     user excludes + REQUEST_EXCLUSION_SLACK, so exclusions cannot empty the
+     candidate list.
+  3. ranking: the ranking Trainer's `score` signature scores each candidate;
+     final score = (1 - w) * z(retrieval) + w * z(ranker logit) (z-scored
+     within the user's candidates; users unknown to the ranker keep
+     retrieval's order); plus freshness_weight * the item's freshness
+     percentile.
+  4. selection of the top k: by score, or maximal marginal relevance over
+     the retrieval model's item embeddings, or a per-genre cap.
+
+Signatures (inputs are the retrieval model's query inputs, see
+tfx_recsys/models/export.py):
+
+  serving_default(user_id, <each user feature>)      history looked up inside
+  serving_with_history(..., history [batch, None])   history from the request
+  serving_with_exclusions(user_id, <each user feature>, exclude string
+      [batch, None] padded with "")                  extra ids never returned
+  outputs: item_ids string [batch, k], scores float32 [batch, k] (the final
+      score), retrieval_scores, ranker_scores float32 [batch, k] (the
+      ranker's probability; NaN without a ranker or for unknown users).
+      When fewer than k items remain after exclusions the list is padded
+      with item id "" and score PADDING_SCORE (the lowest float32, so the
+      scores stay sorted and JSON-safe).
+"""
+
+import dataclasses
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfx_recsys import config, embedding, reranking
+
+SERVING_SIGNATURE = "serving_default"
+SERVING_WITH_HISTORY_SIGNATURE = "serving_with_history"
+SERVING_WITH_EXCLUSIONS_SIGNATURE = "serving_with_exclusions"
+EXCLUDE = "exclude"
+RANKER_SIGNATURE = "score"
+# Request-time exclusions the retrieval fetch makes room for; more can only
+# shorten the candidate list, never bring an excluded item back.
+REQUEST_EXCLUSION_SLACK = 100
+PADDING_SCORE = float(np.finfo(np.float32).min)
+
+
+# --------------------------------------------------------------------------
+# What re-ranking knows about users and items
+
+
+def excluded_items(train_rows: Iterable[Tuple[str, str, Optional[float]]],
+                   rerank: config.RerankConfig) -> Dict[str, list]:
+    """Each user's never-again items from (user, item, rating or None) rows:
+    every train item with exclude_seen, those rated below dislike_below
+    otherwise. Users with nothing excluded are left out."""
+    excluded: Dict[str, set] = {}
+    for user, item, rating in train_rows:
+        disliked = (rerank.dislike_below is not None and rating is not None
+                    and rating < rerank.dislike_below)
+        if rerank.exclude_seen or disliked:
+            excluded.setdefault(user, set()).add(item)
+    return {user: sorted(items) for user, items in excluded.items()}
+
+
+def first_appearance(train_rows: Iterable[Tuple[str, str, int]],
+                     item_ids: Sequence[str]) -> np.ndarray:
+    """float [items]: each item's earliest train timestamp, NaN if none."""
+    first: Dict[str, int] = {}
+    for _, item, timestamp in train_rows:
+        if item not in first or timestamp < first[item]:
+            first[item] = timestamp
+    return np.array([first.get(i, np.nan) for i in item_ids], np.float64)
+
+
+def genre_matrix(genre_sets: Sequence[Iterable[str]]) -> np.ndarray:
+    """float32 [items, genres] multi-hot of each item's categories."""
+    names = sorted({g for genres in genre_sets for g in genres})
+    column = {g: j for j, g in enumerate(names)}
+    matrix = np.zeros((len(genre_sets), max(len(names), 1)), np.float32)
+    for i, genres in enumerate(genre_sets):
+        for g in genres:
+            matrix[i, column[g]] = 1.0
+    return matrix
+
+
+class UserItems(tf.Module):
+    """Per-user item lists by raw user id: ids string [batch] -> items string
+    [batch, None] padded with "" (unknown users: empty)."""
+
+    def __init__(self, items_by_user: Dict[str, Sequence[str]]):
+        super().__init__()
+        users = sorted(items_by_user)
+        self.rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(users or [""], tf.string),
+                tf.range(max(len(users), 1), dtype=tf.int64)),
+            default_value=len(users))  # the extra, empty row
+        lengths = [len(items_by_user[u]) for u in users] + [0]
+        self.items = tf.Variable(tf.constant(
+            [i for u in users for i in items_by_user[u]] or [""], tf.string)[
+                :sum(lengths)], trainable=False, name="items")
+        self.row_splits = tf.Variable(np.cumsum([0] + lengths), dtype=tf.int64,
+                                      trainable=False, name="row_splits")
+        self.max_items = max(lengths)
+
+    def __call__(self, user_ids: tf.Tensor) -> tf.Tensor:
+        lists = tf.RaggedTensor.from_row_splits(self.items, self.row_splits, validate=False)
+        return tf.gather(lists, self.rows.lookup(user_ids)).to_tensor(default_value="")
+
+
+class ItemCatalog(tf.Module):
+    """What re-ranking reads per item, by raw item id.
+
+    Args:
+      item_ids: [items] raw ids.
+      embeddings: float [items, dim], the retrieval model's candidate
+        embeddings (L2-normalised here, for MMR's cosine similarity).
+      genres: float [items, genres] multi-hot (genre cap).
+      freshness: float [items] in [0, 1] (freshness boost).
+    Unknown ids (and "" padding) read a zero row.
+    """
+
+    def __init__(self, item_ids: Sequence[str], embeddings: np.ndarray,
+                 genres: np.ndarray, freshness: np.ndarray):
+        super().__init__()
+        num_items = len(item_ids)
+        self.rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(item_ids), tf.string),
+                tf.range(num_items, dtype=tf.int64)),
+            default_value=num_items)
+        norms = np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        self.embeddings = tf.Variable(_with_zero_row(embeddings / norms), trainable=False)
+        self.genres = tf.Variable(_with_zero_row(genres), trainable=False)
+        self.freshness = tf.Variable(_with_zero_row(freshness[:, None])[:, 0],
+                                     trainable=False)
+
+    def lookup(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """string [batch, n] -> catalog rows int64 [batch, n]."""
+        return self.rows.lookup(item_ids)
+
+
+def _with_zero_row(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, np.float32)
+    return np.concatenate([values, np.zeros((1,) + values.shape[1:], np.float32)])
+
+
+# --------------------------------------------------------------------------
+# The served module
+
+
+class ExactIndex(tf.Module):
+    """Exact top-k: scores = queries [batch, dim] @ items [items, dim]^T.
+
+    Same call as index.ScannIndex: (queries, k) -> (scores [batch, k], item
+    ids [batch, k]); the fallback for servers without the ScaNN op, and what
+    the evaluator measures with.
+    """
+
+    def __init__(self, item_ids: Sequence[str], item_embeddings: np.ndarray, k: int):
+        super().__init__()
+        self.item_ids = tf.Variable(list(item_ids), dtype=tf.string, trainable=False)
+        self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32),
+                                           trainable=False)
+        self.k = k
+
+    def __call__(self, queries, k=None):
+        scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
+        top = tf.math.top_k(scores, k=k or self.k)
+        return top.values, tf.gather(self.item_ids, top.indices)
+
+
+class TwoStageRecommender(tf.Module):
+    """Retrieval, ranker and re-ranking behind the serving signatures.
+
+    Args:
+      retrieval_model: the retrieval Trainer's SavedModel (query signatures).
+      index: (queries, k) -> (scores, ids): index.ScannIndex or ExactIndex
+        over every item.
+      num_items: the corpus size (the most the index can return).
+      ranker_model: the ranking Trainer's SavedModel (`score`), or None.
+      catalog: ItemCatalog of the same items.
+      exclusions: UserItems of each user's excluded items.
+      rerank: config.RerankConfig.
+      k: items returned per user.
+    """
+
+    def __init__(self, retrieval_model, index, num_items: int, ranker_model,
+                 catalog: ItemCatalog, exclusions: UserItems,
+                 rerank: config.RerankConfig, k: int):
+        super().__init__()
+        self.retrieval_model = retrieval_model
+        self.index = index
+        self.ranker_model = ranker_model
+        self.catalog = catalog
+        self.exclusions = exclusions
+        self.rerank_json = tf.Variable(_json(rerank), trainable=False)
+        self._rerank = rerank
+        self.k = min(k, num_items)
+        self.candidates = min(max(rerank.candidates, self.k), num_items)
+        self.fetch = min(num_items, self.candidates + exclusions.max_items
+                         + REQUEST_EXCLUSION_SLACK)
+
+    # -- the stages, on tensors -------------------------------------------
+
+    def _retrieve(self, query_signature: str, inputs: Dict[str, tf.Tensor]):
+        queries = self.retrieval_model.signatures[query_signature](**inputs)["embedding"]
+        scores, item_ids = self.index(queries, self.fetch)
+        # The ScaNN op's outputs have no static rank; re-ranking needs it.
+        return tf.ensure_shape(scores, [None, None]), tf.ensure_shape(item_ids, [None, None])
+
+    def _candidates(self, scores, item_ids, excluded):
+        """The best `candidates` items that are not excluded:
+        (ids string [batch, c], retrieval scores [batch, c], valid [batch, c])."""
+        # Non-finite scores: ScaNN's padding when it finds fewer than asked.
+        allowed = ~reranking.exclusion_mask(item_ids, excluded) & tf.math.is_finite(scores)
+        top, valid = reranking.select_top_k(scores, allowed, self.candidates)
+        return (tf.gather(item_ids, top, batch_dims=1),
+                tf.gather(scores, top, batch_dims=1), valid)
+
+    def _rank(self, user_ids, candidate_ids, retrieval_scores, valid):
+        """Final scores [batch, c] and the ranker's probabilities [batch, c]."""
+        rerank = self._rerank
+        if self.ranker_model is None:
+            final = reranking.zscore(retrieval_scores, valid)
+            ranker_scores = tf.fill(tf.shape(retrieval_scores), float("nan"))
+        else:
+            ranked = self.ranker_model.signatures[RANKER_SIGNATURE](
+                user_id=user_ids, item_id=candidate_ids)
+            final = reranking.blend(retrieval_scores, ranked["logits"], valid,
+                                    rerank.ranker_weight, ranked["known_user"])
+            ranker_scores = tf.where(ranked["known_user"][:, None], ranked["scores"],
+                                     float("nan"))
+        if rerank.freshness_weight:
+            rows = self.catalog.lookup(candidate_ids)
+            final += rerank.freshness_weight * tf.gather(self.catalog.freshness, rows)
+        return final, ranker_scores
+
+    def _select(self, candidate_ids, final, valid):
+        rerank = self._rerank
+        if rerank.diversity == "mmr":
+            embeddings = tf.gather(self.catalog.embeddings,
+                                   self.catalog.lookup(candidate_ids))
+            return reranking.select_mmr(final, valid, embeddings, self.k, rerank.mmr_lambda)
+        if rerank.diversity == "genre_cap":
+            genres = tf.gather(self.catalog.genres, self.catalog.lookup(candidate_ids))
+            return reranking.select_genre_cap(final, valid, genres, self.k, rerank.genre_cap)
+        return reranking.select_top_k(final, valid, self.k)
+
+    def recommend(self, query_signature: str, inputs: Dict[str, tf.Tensor],
+                  request_exclusions: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+        """Raw query inputs -> the serving outputs (module docstring)."""
+        user_ids = inputs["user_id"]
+        retrieval_scores, item_ids = self._retrieve(query_signature, inputs)
+        excluded = self.exclusions(user_ids)
+        if request_exclusions is not None:
+            excluded = tf.concat([excluded, request_exclusions], axis=1)
+        candidate_ids, candidate_scores, valid = self._candidates(
+            retrieval_scores, item_ids, excluded)
+        final, ranker_scores = self._rank(user_ids, candidate_ids, candidate_scores, valid)
+        chosen, chosen_valid = self._select(candidate_ids, final, valid)
+
+        def pick(values, padding):
+            picked = tf.gather(values, chosen, batch_dims=1)
+            return tf.where(chosen_valid, picked, padding)
+
+        return {"item_ids": pick(candidate_ids, ""), "scores": pick(final, PADDING_SCORE),
+                "retrieval_scores": pick(candidate_scores, PADDING_SCORE),
+                "ranker_scores": pick(ranker_scores, float("nan"))}
+
+    # -- the signatures ---------------------------------------------------
+
+    @tf.function
+    def serve(self, inputs):
+        return self.recommend(embedding.QUERY_SIGNATURE, inputs)
+
+    @tf.function
+    def serve_with_history(self, inputs):
+        return self.recommend(embedding.QUERY_WITH_HISTORY_SIGNATURE, inputs)
+
+    @tf.function
+    def serve_with_exclusions(self, inputs):
+        query = {name: value for name, value in inputs.items() if name != EXCLUDE}
+        return self.recommend(embedding.QUERY_SIGNATURE, query, inputs[EXCLUDE])
+
+    def signatures(self) -> Dict[str, object]:
+        """Concrete functions by name, with the retrieval model's query inputs."""
+        query = embedding.input_specs(self.retrieval_model, embedding.QUERY_SIGNATURE)
+        with_history = embedding.input_specs(self.retrieval_model,
+                                             embedding.QUERY_WITH_HISTORY_SIGNATURE)
+        with_exclusions = dict(query, **{EXCLUDE: tf.TensorSpec([None, None], tf.string,
+                                                                 name=EXCLUDE)})
+        return {
+            SERVING_SIGNATURE: self.serve.get_concrete_function(query),
+            SERVING_WITH_HISTORY_SIGNATURE:
+                self.serve_with_history.get_concrete_function(with_history),
+            SERVING_WITH_EXCLUSIONS_SIGNATURE:
+                self.serve_with_exclusions.get_concrete_function(with_exclusions),
+        }
+
+
+def _json(rerank: config.RerankConfig) -> str:
+    import json
+    return json.dumps(dataclasses.asdict(rerank), sort_keys=True)
+
+
+def build(retrieval_model, ranker_model, index, item_ids: Sequence[str],
+          item_embeddings: np.ndarray, genre_sets: Sequence[Iterable[str]],
+          freshness_values: np.ndarray,
+          train_rows: Iterable[Tuple[str, str, Optional[float]]],
+          rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
+    """A TwoStageRecommender from plain values.
+
+    freshness_values: float [items], higher = fresher (a release year, a
+      first-appearance timestamp), NaN = unknown; turned into percentiles.
+    train_rows: (user id, item id, rating or None) of the training data.
+    """
+    catalog = ItemCatalog(item_ids, item_embeddings, genre_matrix(genre_sets),
+                          reranking.freshness_percentile(freshness_values))
+    return TwoStageRecommender(retrieval_model, index, len(item_ids), ranker_model,
+                               catalog, UserItems(excluded_items(train_rows, rerank)),
+                               rerank, k)
+
+
+def build_from_rows(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
+                    item_embeddings: np.ndarray, train_rows: Sequence[dict],
+                    rerank: config.RerankConfig, k: int,
+                    diversity_feature: str = "") -> TwoStageRecommender:
+    """build() from the pipeline's raw example rows ({feature: values}).
+
+    item_rows: the items split (item_id and item features); train_rows: the
+    train split (user_id, item_id, timestamp, rating when the data has one).
+    Freshness reads rerank.freshness_feature from the item rows, or the
+    item's first train timestamp when it is "".
+    """
+    from tfx_recsys.examples_io import scalar
+
+    item_ids = [scalar(r, "item_id") for r in item_rows]
+    if rerank.freshness_feature:
+        if not any(rerank.freshness_feature in r for r in item_rows):
+            raise ValueError(f"rerank.freshness_feature {rerank.freshness_feature!r} "
+                             f"is not an item feature")
+        freshness = np.array([scalar(r, rerank.freshness_feature, np.nan)
+                              for r in item_rows], np.float64)
+    else:
+        freshness = first_appearance(
+            ((None, scalar(r, "item_id"), scalar(r, "timestamp", 0)) for r in train_rows),
+            item_ids)
+    genre_sets = [r.get(diversity_feature, []) if diversity_feature else []
+                  for r in item_rows]
+    interactions = [(scalar(r, "user_id"), scalar(r, "item_id"), scalar(r, "rating"))
+                    for r in train_rows]
+    return build(retrieval_model, ranker_model, index, item_ids, item_embeddings,
+                 genre_sets, freshness, interactions, rerank, k)
+
+
+# --------------------------------------------------------------------------
+# Calling it from Python (evaluator, pusher, tests)
+
+
+def load_ranker(model_dir: str):
+    """The ranking Trainer's SavedModel; fails clearly without `score`."""
+    model = tf.saved_model.load(model_dir)
+    if RANKER_SIGNATURE not in model.signatures:
+        raise ValueError(f"{model_dir} is not a ranking model: it has no "
+                         f"{RANKER_SIGNATURE!r} signature (it has "
+                         f"{sorted(model.signatures)})")
+    return model
+
+
+def ranker_scores(ranker, user_ids: Sequence[str], item_ids: Sequence[str],
+                  max_pairs: int = 1 << 20) -> np.ndarray:
+    """float32 [users, items]: the ranker's probability for every pair."""
+    score = ranker.signatures[RANKER_SIGNATURE]
+    rows_per_call = max(1, max_pairs // max(len(item_ids), 1))
+    items = tf.constant(list(item_ids), tf.string)
+    blocks = []
+    for start in range(0, len(user_ids), rows_per_call):
+        users = tf.constant(list(user_ids[start:start + rows_per_call]), tf.string)
+        tiled = tf.tile(items[None], [tf.shape(users)[0], 1])
+        blocks.append(score(user_id=users, item_id=tiled)["scores"].numpy())
+    return (np.concatenate(blocks) if blocks
+            else np.zeros((0, len(item_ids)), np.float32))
+
+
+def recommend_rows(recommender: TwoStageRecommender, rows: Sequence[dict],
+                   signature: str = SERVING_WITH_HISTORY_SIGNATURE) -> List[List[str]]:
+    """Each example row's served list (item ids, best first, padding dropped);
+    serving_with_history takes the history each row carries."""
+    query = (embedding.QUERY_WITH_HISTORY_SIGNATURE
+             if signature == SERVING_WITH_HISTORY_SIGNATURE else embedding.QUERY_SIGNATURE)
+    function = recommender.signatures()[signature]
+    tensors = embedding.request(recommender.retrieval_model, query, rows)
+    item_ids = function(**tensors)["item_ids"].numpy()
+    return [[i.decode() for i in row if i] for row in item_ids]
+
+
+def slim_row(row: dict) -> dict:
+    """The columns of a train example that re-ranking reads."""
+    return {name: row[name] for name in ("user_id", "item_id", "timestamp", "rating")
+            if name in row}
