@@ -18,6 +18,7 @@ is kept under <root>/logs/.
 import argparse
 import contextlib
 import logging
+import math
 import os
 import re
 import sys
@@ -308,8 +309,12 @@ def cmd_recommend(args) -> int:
             **embedding.request(model, "serving_default", [user]))
         titles = {scalar(r, "item_id"): scalar(r, "title", "")
                   for r in _latest_rows(store, "items", config.ITEMS_SPLIT)}
-    item_ids = [i.decode() for i in outputs["item_ids"].numpy()[0]]
+    # "" pads the list when exclusions leave fewer items than it holds.
+    item_ids = [i.decode() for i in outputs["item_ids"].numpy()[0] if i]
     scores = outputs["scores"].numpy()[0]
+    stages = {name: outputs[name].numpy()[0] for name in ("retrieval_scores",
+                                                         "ranker_scores")
+              if name in outputs}
     if args.k > len(item_ids):
         raise UserError(f"-k {args.k} exceeds the {len(item_ids)} items the "
                         "served model returns")
@@ -318,7 +323,11 @@ def cmd_recommend(args) -> int:
                           if name != "user_id" and values)
     print(f"top {args.k} for user {args.user} ({described}) from {model_dir}:")
     for rank, (item, score) in enumerate(zip(item_ids[:args.k], scores), 1):
-        print(f"{rank:3d}. {titles.get(item) or '?'}  [item {item}, score {score:.3f}]")
+        detail = "".join(f", {name.split('_')[0]} {values[rank - 1]:.3f}"
+                         for name, values in stages.items()
+                         if not math.isnan(values[rank - 1]))
+        print(f"{rank:3d}. {titles.get(item) or '?'}  [item {item}, score "
+              f"{score:.3f}{detail}]")
     return 0
 
 

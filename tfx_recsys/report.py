@@ -52,6 +52,7 @@ _SLICE_ORDER = ("user_activity:0", "user_activity:1-4", "user_activity:5-19",
 # Bar colours: the model first, then the baselines and the last blessed model.
 _MODEL_COLOR = "#2563eb"
 _SERIES_COLORS = {"most_popular": "#9ca3af", "item_knn": "#f59e0b", "ease": "#10b981",
+                  "ranker": "#0ea5e9",
                   "last blessed": "#8b5cf6"}
 _BASELINE_ORDER = ("most_popular", "item_knn", "ease")
 _OTHER_COLORS = ("#ec4899", "#14b8a6", "#f97316", "#64748b")
@@ -546,9 +547,16 @@ def _header(data: Dict) -> str:
 
 
 def _columns(data: Dict, part: str = "overall") -> Dict[str, Dict]:
-    """Model, baselines, last blessed: {column label: metrics of `part`}."""
+    """Model, baselines, last blessed: {column label: metrics of `part`};
+    with a ranking stage the served two-stage list first and the ranker
+    alone after the model."""
     evaluation = data.get("evaluation") or {}
     columns = {_model_label(data): (evaluation.get("model") or {}).get(part) or {}}
+    ranking = evaluation.get("ranking")
+    if ranking:
+        columns = {"two-stage (served)": (ranking.get("two_stage") or {}).get(part) or {},
+                   **columns,
+                   "ranker": (ranking.get("ranker") or {}).get(part) or {}}
     baselines = evaluation.get("baselines") or {}
     for name in sorted(baselines, key=lambda n: (_BASELINE_ORDER.index(n)
                                                  if n in _BASELINE_ORDER else 99, n)):

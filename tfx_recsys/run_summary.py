@@ -163,14 +163,21 @@ def format_table(result: Dict, ks=(10, 50, 100), model_label: str = "model") -> 
     evaluation = result.get("evaluation")
     if not evaluation:
         return "no evaluation found"
-    columns = {model_label: evaluation["model"]["overall"],
-               **{name: b["overall"] for name, b in evaluation["baselines"].items()}}
+    columns = {model_label: evaluation["model"]["overall"]}
+    ranking = evaluation.get("ranking")
+    if ranking:  # the served list first, then the ranker over the whole corpus
+        columns = {"two-stage": ranking["two_stage"]["overall"], **columns,
+                   "ranker": ranking["ranker"]["overall"]}
+    columns.update({name: b["overall"] for name, b in evaluation["baselines"].items()})
     if evaluation.get("last_blessed"):
         columns["last blessed"] = evaluation["last_blessed"]["overall"]
     metric_names = ([f"{name}@{k}" for name in ("recall", "ndcg", "hit_rate")
                      for k in ks] + [f"mrr@{ks[0]}"]
                     + [f"top_k_accuracy@{k}" for k in ks]
-                    + [f"coverage@{ks[-1]}", "novelty@10", "diversity@10"])
+                    + [f"coverage@{ks[0]}", f"coverage@{ks[-1]}", "novelty@10",
+                       "diversity@10"])
+    if any("sampled_hit_rate@10" in values for values in columns.values()):
+        metric_names += ["sampled_hit_rate@10", "sampled_ndcg@10"]
     width = max(max(len(n) for n in columns) + 2, 9)
     lines = ["metric".ljust(20) + "".join(n.rjust(width) for n in columns)]
     for metric in metric_names:

@@ -12,11 +12,16 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from tfx_recsys import fingerprint
 from tfx_recsys.components.anomalies_gate import executor
 
 
 class AnomaliesGateSpec(types.ComponentSpec):
-    PARAMETERS = {"schema_path": ExecutionParameter(type=str)}
+    PARAMETERS = {
+        "schema_path": ExecutionParameter(type=str),
+        # Hash of the executor's code (fingerprint.py): part of the cache key.
+        fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
+    }
     INPUTS = {"anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
     OUTPUTS = {}
 
@@ -33,5 +38,6 @@ class AnomaliesGate(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, anomalies: types.BaseChannel, schema_path: str = ""):
-        super().__init__(spec=AnomaliesGateSpec(anomalies=anomalies,
-                                                schema_path=schema_path))
+        super().__init__(spec=AnomaliesGateSpec(
+            anomalies=anomalies, schema_path=schema_path,
+            code_fingerprint=fingerprint.component_fingerprint("AnomaliesGate")))

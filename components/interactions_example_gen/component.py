@@ -27,7 +27,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from tfx_recsys import dataset_config
+from tfx_recsys import dataset_config, fingerprint
 from tfx_recsys.components.interactions_example_gen import executor
 from tfx_recsys.data import tables
 
@@ -41,6 +41,8 @@ class InteractionsExampleGenSpec(types.ComponentSpec):
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         DATASET_KEY: ExecutionParameter(type=str),
+        # Hash of the executor's code (fingerprint.py): part of the cache key.
+        fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -90,6 +92,7 @@ class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             dataset=config.to_json(),
+            code_fingerprint=fingerprint.component_fingerprint("InteractionsExampleGen"),
             examples=types.Channel(type=standard_artifacts.Examples),
             items=types.Channel(type=standard_artifacts.Examples),
             users=types.Channel(type=standard_artifacts.Examples))

@@ -32,7 +32,7 @@ from tfx.orchestration import data_types
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from tfx_recsys import config
+from tfx_recsys import config, fingerprint
 from tfx_recsys.components.retrieval_evaluator import evaluation, executor
 
 MODEL_KEY = "model"
@@ -63,6 +63,8 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
         MAX_REGRESSION_KEY: ExecutionParameter(type=float, optional=True),
         DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str),
         RERANK_KEY: ExecutionParameter(type=str, optional=True),  # JSON RerankConfig
+        # Hash of the executor's code (fingerprint.py): part of the cache key.
+        fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -135,6 +137,7 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
             diversity_feature=diversity_feature,
             ranking_model=ranking_model,
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
+            code_fingerprint=fingerprint.component_fingerprint("RetrievalEvaluator"),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

@@ -149,6 +149,16 @@ def _nest(results: Dict[str, Dict[str, Dict[str, float]]], name: str) -> Dict:
     return {"overall": slices.pop(evaluation.OVERALL, {}), "slices": slices}
 
 
+def _without_accuracy(nested: Dict) -> Dict:
+    """A served list's metrics less top_k_accuracy: that metric ranks seen
+    items too, which a served list leaves out, so it would not compare."""
+    def keep(values):
+        return {k: v for k, v in values.items() if not k.startswith("top_k_accuracy@")}
+
+    return {"overall": keep(nested["overall"]),
+            "slices": {name: keep(values) for name, values in nested["slices"].items()}}
+
+
 def _write_tfma_metrics(path: str, results) -> None:
     """MetricsForSlice records, so TFMA tools (tfma.load_metrics) read them."""
     import tensorflow as tf
@@ -259,7 +269,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             "top_ks": ks,
             "model": _nest(by_model, MODEL),
             "ranking": ({"ranker": _nest(by_model, RANKER),
-                         "two_stage": _nest(by_model, TWO_STAGE),
+                         "two_stage": _without_accuracy(_nest(by_model, TWO_STAGE)),
                          "rerank": exec_properties.get("rerank") and json.loads(
                              exec_properties["rerank"]),
                          "ranker_uri": rankers[0].uri}

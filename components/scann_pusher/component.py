@@ -29,7 +29,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from tfx_recsys import config
+from tfx_recsys import config, fingerprint
 from tfx_recsys.components.scann_pusher import executor
 
 SERVING_DIR_KEY = "serving_dir"
@@ -47,6 +47,8 @@ class ScannPusherSpec(types.ComponentSpec):
         INDEX_GATE_KEY: ExecutionParameter(type=str),  # JSON IndexGateConfig
         RERANK_KEY: ExecutionParameter(type=str, optional=True),  # JSON RerankConfig
         DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str, optional=True),
+        # Hash of the executor's code (fingerprint.py): part of the cache key.
+        fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         standard_component_specs.MODEL_KEY: ChannelParameter(
@@ -85,5 +87,6 @@ class ScannPusher(base_component.BaseComponent):
             ranking_model=ranking_model,
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
             diversity_feature=diversity_feature,
+            code_fingerprint=fingerprint.component_fingerprint("ScannPusher"),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel))
         super().__init__(spec=spec)
