@@ -149,28 +149,25 @@ def create_pipeline(
         custom_config={"dataset": dataset, "code_fingerprint": code_fingerprint})
     transform.add_upstream_node(anomalies_gate)
 
-    # The two-tower retrieval model.
-    trainer = tfx.components.Trainer(
-        run_fn=run_fn,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
-        custom_config=runtime.get("trainer_custom_config", trainer_custom_config(
-            training, dataset, code_fingerprint)))
-
-    # The ranking model (NCF) on the same transformed examples.
-    ranking_trainer = None
-    if ranking_run_fn:
-        ranking_trainer = tfx.components.Trainer(
-            run_fn=ranking_run_fn,
+    def trainer_on_transform(run_fn_path: str, custom_config) -> tfx.components.Trainer:
+        return tfx.components.Trainer(
+            run_fn=run_fn_path,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
             eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
-            custom_config=trainer_custom_config(ranking, dataset, code_fingerprint),
+            custom_config=custom_config)
+
+    # The retrieval model (two-tower or DNN softmax).
+    trainer = trainer_on_transform(run_fn, runtime.get(
+        "trainer_custom_config", trainer_custom_config(training, dataset, code_fingerprint)))
+
+    # The ranking model (NCF) on the same transformed examples.
+    ranking_trainer = None
+    if ranking_run_fn:
+        ranking_trainer = trainer_on_transform(
+            ranking_run_fn, trainer_custom_config(ranking, dataset, code_fingerprint),
         ).with_id("RankingTrainer")
     ranking_model = ranking_trainer.outputs["model"] if ranking_trainer else None
 

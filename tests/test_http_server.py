@@ -42,7 +42,12 @@ def request(server, method, path, body=None, headers=None):
     finally:
         conn.close()
     assert "Traceback" not in data.decode("utf-8", "replace")
-    return response.status, json.loads(data), dict(response.getheaders())
+    return response.status, json.loads(data, parse_constant=_not_json), \
+        dict(response.getheaders())
+
+
+def _not_json(constant):
+    raise AssertionError(f"the answer holds {constant}, which is not JSON")
 
 
 def version_of(server):
@@ -142,8 +147,11 @@ def assert_error(response, status, *fragments):
 
 def assert_top_k(item_ids, scores):
     assert len(item_ids) == len(scores) > 0
-    assert all(isinstance(i, str) and i for i in item_ids)
-    assert len(set(item_ids)) == len(item_ids)
+    assert all(isinstance(i, str) for i in item_ids)
+    # Items the user already has are left out; "" pads the end of the list.
+    listed = [i for i in item_ids if i]
+    assert listed and item_ids[:len(listed)] == listed
+    assert len(set(listed)) == len(listed)
     assert scores == sorted(scores, reverse=True)
 
 
@@ -180,7 +188,8 @@ def test_metadata_describes_the_signature(server, pushed):
                       "occupation": "DT_STRING", "zip_code": "DT_STRING"}
     assert signature["inputs"]["age"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
     outputs = {name: info["dtype"] for name, info in signature["outputs"].items()}
-    assert outputs == {"item_ids": "DT_STRING", "scores": "DT_FLOAT"}
+    assert outputs == {"item_ids": "DT_STRING", "scores": "DT_FLOAT",
+                       "retrieval_scores": "DT_FLOAT", "ranker_scores": "DT_FLOAT"}
 
 
 def test_row_predict_returns_top_k_per_instance(server):
@@ -191,9 +200,21 @@ def test_row_predict_returns_top_k_per_instance(server):
     predictions = body["predictions"]
     assert len(predictions) == 2
     for prediction in predictions:
-        assert set(prediction) == {"item_ids", "scores"}
+        assert set(prediction) == {"item_ids", "scores", "retrieval_scores",
+                                   "ranker_scores"}
         assert_top_k(prediction["item_ids"], prediction["scores"])
     assert len(predictions[0]["item_ids"]) == len(predictions[1]["item_ids"])
+
+
+def test_answers_are_strict_json_with_null_for_unknown_ranker_scores(server):
+    # `request` refuses NaN and Infinity, which JSON cannot hold.
+    status, body, _ = request(server, "POST", PREDICT,
+                              {"instances": [dict(USER, user_id="never-seen")]})
+    assert status == 200, body
+    [prediction] = body["predictions"]
+    # The ranker does not know this user: retrieval order, no ranker score.
+    assert set(prediction["ranker_scores"]) == {None}
+    assert_top_k(prediction["item_ids"], prediction["scores"])
 
 
 def test_columnar_predict_matches_row_predict(server):
@@ -203,7 +224,7 @@ def test_columnar_predict_matches_row_predict(server):
                               {"inputs": columns, "signature_name": "serving_default"})
     assert status == 200, body
     outputs = body["outputs"]
-    assert set(outputs) == {"item_ids", "scores"}
+    assert set(outputs) == {"item_ids", "scores", "retrieval_scores", "ranker_scores"}
     assert len(outputs["item_ids"]) == len(outputs["scores"]) == 2
     for i, row in enumerate(rows["predictions"]):
         assert outputs["item_ids"][i] == row["item_ids"]

@@ -205,6 +205,7 @@ def cmd_run(args) -> int:
         ranking = config.NcfConfig(**{k: v for k, v in (
             ("variant", None if args.ranker == "none" else args.ranker),
             ("epochs", args.ranker_epochs), ("seed", args.seed),
+            ("factors", args.ranker_factors),
             ("pretrain", False if args.no_pretrain else None)) if v is not None})
         rerank = config.RerankConfig(
             candidates=args.candidates, ranker_weight=args.ranker_weight,
@@ -491,7 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=config.NCF_VARIANTS + ("none",),
                          help="the ranking model (default %(default)s); none: "
                               "retrieval and re-ranking only")
-    ranking.add_argument("--ranker-epochs", type=int, help="ranker training epochs")
+    ranking.add_argument("--ranker-epochs", type=int,
+                         help="ranker training epochs (per stage with pretraining)")
+    ranking.add_argument("--ranker-factors", type=int,
+                         help="GMF / MF embedding size (default "
+                              f"{config.NcfConfig.factors})")
     ranking.add_argument("--no-pretrain", action="store_true",
                          help="NeuMF from scratch, not from pretrained GMF and MLP")
     ranking.add_argument("--candidates", type=int, default=rerank.candidates,

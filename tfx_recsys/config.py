@@ -201,15 +201,17 @@ class NcfConfig(_Hyperparameters):
     l2: L2 penalty on the embeddings.
     """
 
+    # Chosen on a validation split carved from MovieLens-100K's train part
+    # (each user's latest 10% of train interactions), never on eval.
     variant: str = "neumf"
-    factors: int = 16
-    mlp_layers: Tuple[int, ...] = (64, 32, 16)
+    factors: int = 32
+    mlp_layers: Tuple[int, ...] = (128, 64, 32)
     pretrain: bool = True
     alpha: float = 0.5
     negatives: int = 4
     l2: float = 0.0
     optimizer: str = "adam"
-    learning_rate: float = 0.001
+    learning_rate: float = 0.003
     pretrain_learning_rate: float = 0.01
     epochs: int = 10
     batch_size: int = 1024
@@ -248,7 +250,11 @@ class RerankConfig:
     """
 
     candidates: int = 200
-    ranker_weight: float = 0.5
+    # Chosen on the validation split (models retrained on MovieLens-100K's
+    # train part, each user's latest 20% of it held out): NDCG@10 0.2498 at
+    # w = 0 (retrieval order), 0.2526 at 0.1, 0.2563 at 0.2 and 0.3 (0.3 has
+    # the higher recall@100), 0.2538 at 0.5, 0.1861 at 1.
+    ranker_weight: float = 0.3
     exclude_seen: bool = True
     dislike_below: Optional[float] = None
     freshness_weight: float = 0.0

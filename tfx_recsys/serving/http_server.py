@@ -22,6 +22,7 @@ import base64
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -464,11 +465,14 @@ def _call_signature(signature: Signature, tensors: Dict[str, Any]) -> Dict[str, 
 
 
 def _jsonable(value: Any) -> Any:
-    """Numpy values as JSON; bytes as UTF-8 text, else {"b64": ...} like TF Serving."""
+    """Numpy values as JSON; bytes as UTF-8 text, else {"b64": ...} like TF
+    Serving; NaN and infinities (which JSON cannot hold) as null."""
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
