@@ -464,11 +464,18 @@ def test_a_broken_version_is_skipped(start_server, pushed, copy_of_serving_dir, 
 # run_server: the blocking entry point
 
 
-def test_run_server_prints_its_url_and_stops_on_ctrl_c(copy_of_serving_dir, pushed):
+@pytest.mark.parametrize("parent_ignores_sigint", [False, True])
+def test_run_server_prints_its_url_and_stops_on_ctrl_c(copy_of_serving_dir, pushed,
+                                                       parent_ignores_sigint):
     code = ("import sys; from tfx_recsys.serving.http_server import run_server; "
             f"run_server(sys.argv[1], {MODEL!r}, port=0)")
+    # A shell's background job (nohup ... &) starts with SIGINT ignored, and
+    # Python would keep it so: the server must still stop on Ctrl-C.
+    ignore = ((lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+              if parent_ignores_sigint else None)
     proc = subprocess.Popen([sys.executable, "-c", code, copy_of_serving_dir],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore)
     try:
         line = proc.stdout.readline()
         assert f"version {pushed[0]}" in line, line + proc.stderr.read()

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import urllib.parse
@@ -757,7 +758,13 @@ def make_server(serving_dir: str, model_name: str, host: str = "127.0.0.1",
 def run_server(serving_dir: str, model_name: str, host: str = "127.0.0.1",
                port: int = 8501, poll_seconds: float = 2.0,
                max_body_bytes: int = 1 << 20, max_batch: int = 1024) -> None:
-    """Serves until Ctrl-C, after printing one line with the URL and version."""
+    """Serves until Ctrl-C (SIGINT) or SIGTERM, after printing one line with
+    the URL and version."""
+    # A process started in the background by a non-interactive shell (nohup
+    # ... &, some CI runners) inherits SIGINT ignored, and Python then keeps
+    # it ignored: Ctrl-C would never stop the server. Stop on both signals.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server, watcher = make_server(serving_dir, model_name, host=host, port=port,
                                   poll_seconds=poll_seconds,
                                   max_body_bytes=max_body_bytes, max_batch=max_batch)
