@@ -19,8 +19,10 @@ RUNTIME_PARAMETERS and create_pipeline()'s `runtime_parameters`):
   data_path              InteractionsExampleGen's input_base (the data directory)
   serving_dir            ScannPusher's serving_dir (where versions are published)
   trainer_custom_config  the Trainer's whole custom_config, a JSON string:
-                         the hyperparameters (epochs, learning_rate, ...), the
+                         the hyperparameters (learning_rate, ...), the
                          dataset contract and the code fingerprint
+  epochs                 the Trainer's epochs (an int)
+  ranker_epochs          the RankingTrainer's epochs (an int; NCF: per stage)
   blessing_metric        RetrievalEvaluator's gate: the metric it compares,
   blessing_min_value     the absolute threshold,
   max_regression         the drop allowed against the last blessed model
@@ -30,12 +32,21 @@ whole, primitive-typed execution property; one nested in a dict, proto or
 dataclass is not substituted (TFX serialises it into the surrounding JSON,
 where it stays a constant). Hence:
 
-  epochs is not a parameter of its own: it reaches run_fn inside the Trainer's
-    custom_config, and TFX's stock Trainer has no other property that could
-    carry it (TrainArgs.num_steps is inside a proto, so a RuntimeParameter
-    there is not substituted either). The whole custom_config is the
-    parameter: to change epochs, pass the default with "epochs" changed.
-    The dataset contract and code fingerprint must stay as compiled.
+  epochs: the models read it from the Trainer's custom_config, and TFX's
+    stock Trainer has no int property that could carry it (TrainArgs.num_steps
+    is inside a proto, so a RuntimeParameter there is not substituted
+    either). Both Trainers are therefore the project's Trainer
+    (components/trainer_with_epochs), TFX's plus an int `epochs` property
+    that its executor writes into custom_config's "epochs" before run_fn
+    reads it; `epochs` and `ranker_epochs` stand for that property. On the
+    cluster it is always set (the parameter has a default), so the "epochs"
+    inside trainer_custom_config is overridden: submit() refuses a
+    trainer_custom_config whose epochs differs from the epochs the run
+    will train.
+  the other hyperparameters: the whole custom_config is the parameter
+    `trainer_custom_config`: pass the default with values changed. The
+    dataset contract and code fingerprint must stay as compiled. The
+    RankingTrainer's custom_config is fixed but for ranker_epochs.
   the blessing gate: RetrievalEvaluator keeps its fixed fields in the JSON
     property `blessing_config` and puts each field that a RuntimeParameter
     stands for into a primitive property of its own; the executor checks
@@ -57,6 +68,7 @@ import sys
 from typing import Dict, Iterable, Mapping, Optional, Sequence
 
 from tfx_recsys import config
+from tfx_recsys.components.trainer_with_epochs.epochs import check_epochs  # light
 
 TARGETS = ("kubeflow", "vertex")
 _EXTENSIONS = {"kubeflow": (".yaml", ".yml"), "vertex": (".json",)}
@@ -92,10 +104,16 @@ RUNTIME_PARAMETERS = {
     "serving_dir": (str, "where ScannPusher publishes numbered model versions "
                          "(a path mounted in the pods)"),
     "trainer_custom_config": (str, "the Trainer's custom_config, JSON: the model's "
-                                   "hyperparameters (epochs, learning_rate, ...), "
-                                   "the dataset contract and the code fingerprint; "
+                                   "hyperparameters (learning_rate, ...), the "
+                                   "dataset contract and the code fingerprint; "
                                    "change hyperparameters in the default, keep "
-                                   "the rest"),
+                                   "the rest; its epochs is replaced by the "
+                                   "epochs parameter"),
+    "epochs": (int, "passes over the train split of the retrieval Trainer "
+                    "(replaces epochs in trainer_custom_config)"),
+    "ranker_epochs": (int, "passes over the train split of the RankingTrainer "
+                           "(NCF: epochs per stage, GMF, MLP and NeuMF with "
+                           "pretraining)"),
     "blessing_metric": (str, "the overall metric the blessing gate compares, "
                              "<ranking metric>@<K in top_ks>, e.g. recall@100"),
     "blessing_min_value": (float, "blessing gate: the metric must reach at least "
@@ -105,6 +123,8 @@ RUNTIME_PARAMETERS = {
 }
 # A trainer_custom_config value must keep these entries of the default.
 _CUSTOM_CONFIG_ENTRIES = ("dataset", "code_fingerprint")
+# Runtime parameters that stand for a Trainer's `epochs` property.
+_EPOCHS_PARAMETERS = ("epochs", "ranker_epochs")
 
 
 def _check_target(output_file: str, target: str) -> None:
@@ -128,6 +148,7 @@ def compile_pipeline(
     schema_path: Optional[str] = None,
     model: str = config.DEFAULT_MODEL,
     training=None,
+    ranking: Optional[config.NcfConfig] = None,
     blessing: config.BlessingConfig = config.BlessingConfig(),
     enable_cache: bool = True,
     **pipeline_settings,
@@ -151,14 +172,19 @@ def compile_pipeline(
       model: a key of config.MODELS: the retrieval model the Trainer runs.
       training: Trainer hyperparameters, an instance of the model's config
         class: with the dataset and the code fingerprint, the default of the
-        `trainer_custom_config` runtime parameter.
+        `trainer_custom_config` runtime parameter; its epochs is the default
+        of `epochs`.
+      ranking: RankingTrainer hyperparameters (config.NcfConfig; default
+        its defaults), fixed but for their epochs, the default of
+        `ranker_epochs`.
       blessing: the evaluator's gate; its metric, min_value and
         max_regression are the defaults of the `blessing_metric`,
         `blessing_min_value` and `max_regression` runtime parameters, its
         beat_baselines is fixed.
       enable_cache: let the cluster reuse results of unchanged tasks.
       pipeline_settings: passed to create_pipeline() as they are (top_ks,
-        index_gate, serving_top_k); fixed at compile time.
+        index_gate, serving_top_k; ranking_run_fn=None drops the ranking
+        stage and `ranker_epochs`); fixed at compile time.
 
     Compile from the commit the image was built from: the dotted paths and the
     code fingerprint (part of the Transform and Trainer cache keys) come from
@@ -183,18 +209,24 @@ def compile_pipeline(
     defaults = {
         "data_path": data_path,
         "serving_dir": serving_dir,
-        # The very string TFX's Trainer would make of the dict.
+        # The very string the Trainer makes of the dict (json_utils, as TFX's).
         "trainer_custom_config": json_utils.dumps(trainer_custom_config(
             hyperparameters, dataset.to_dict(), fingerprint)),
+        # What the configs say, so a run with the defaults trains as compiled.
+        "epochs": hyperparameters["epochs"],
+        "ranker_epochs": (ranking or config.NcfConfig()).epochs,
         "blessing_metric": blessing.metric,
         "blessing_min_value": blessing.min_value,
         "max_regression": blessing.max_regression,
     }
+    # Without a ranking stage there is no RankingTrainer to take ranker_epochs.
+    has_ranker = bool(pipeline_settings.get("ranking_run_fn", config.NCF_RUN_FN))
     parameters = {
         name: data_types.RuntimeParameter(
             name=name, ptype=ptype, default=ptype(defaults[name]),
             description=description)
-        for name, (ptype, description) in RUNTIME_PARAMETERS.items()}
+        for name, (ptype, description) in RUNTIME_PARAMETERS.items()
+        if has_ranker or name != "ranker_epochs"}
     pipeline = create_pipeline(
         pipeline_name=config.PIPELINE_NAME,
         pipeline_root=pipeline_root,
@@ -204,6 +236,7 @@ def compile_pipeline(
         serving_dir=serving_dir,
         run_fn=run_fn,
         training=hyperparameters,
+        ranking=ranking.to_custom_config() if ranking else None,
         code_fingerprint=fingerprint,
         blessing=blessing,
         metadata_connection_config=None,  # ML Metadata is the cluster's
@@ -286,14 +319,31 @@ def typed_params(spec_file: str, params: Mapping[str, object]) -> Dict[str, obje
                             if kind in convert and isinstance(value, str) else value)
         except ValueError:
             raise ValueError(f"runtime parameter {name} is {kind}, got {value!r}") from None
+    for name in _EPOCHS_PARAMETERS:
+        if name in result:
+            result[name] = check_epochs(result[name], f"runtime parameter {name}")
     if "trainer_custom_config" in result:
-        _check_custom_config(result["trainer_custom_config"])
+        _check_custom_config(result["trainer_custom_config"],
+                             _run_epochs(declared, result))
     return result
 
 
-def _check_custom_config(value) -> None:
+def _run_epochs(declared: Mapping[str, dict], params: Mapping[str, object]):
+    """The epochs the run's Trainer will train: the `epochs` given, else the
+    spec's default (a YAML number, possibly 3.0); None for a spec compiled
+    without the parameter."""
+    if "epochs" in params:
+        return params["epochs"]
+    default = declared.get("epochs", {}).get("defaultValue")
+    return None if default is None else int(default)
+
+
+def _check_custom_config(value, epochs) -> None:
     """A trainer_custom_config value is a JSON object that keeps the entries
-    run_fn needs (else the run would fail only once it reaches the Trainer)."""
+    run_fn needs (else the run would fail only once it reaches the Trainer),
+    and does not ask for other epochs than `epochs`, the epochs parameter's
+    value for the run, which replaces its "epochs" entry (else that change
+    would be silently ignored)."""
     try:
         custom_config = json.loads(value)
     except (TypeError, ValueError):
@@ -306,6 +356,11 @@ def _check_custom_config(value) -> None:
         raise ValueError(f"runtime parameter trainer_custom_config lacks "
                          f"{', '.join(missing)}: keep the spec's default entries and "
                          "change only hyperparameters")
+    asked = custom_config.get("epochs")
+    if epochs is not None and asked is not None and asked != epochs:
+        raise ValueError(f"trainer_custom_config asks for epochs {asked!r}, but the "
+                         f"epochs runtime parameter ({epochs}) replaces it: set "
+                         f"epochs={asked} instead")
 
 
 def submit(host: str, spec_file: str, run_name: Optional[str] = None,
@@ -417,6 +472,6 @@ def add_commands(subparsers) -> None:
     sub.add_argument("--param", action="append", type=_name_value,
                      metavar="NAME=VALUE",
                      help="set a runtime parameter, repeatable (e.g. "
-                          "data_path=/gcs/bucket/data); unset ones keep the "
-                          "spec's defaults")
+                          "data_path=/gcs/bucket/data, epochs=20); unset ones "
+                          "keep the spec's defaults")
     sub.set_defaults(func=cmd_submit)

@@ -20,6 +20,7 @@ from tfx_recsys.components.interactions_example_gen.component import (
     InteractionsExampleGen)
 from tfx_recsys.components.retrieval_evaluator.component import RetrievalEvaluator
 from tfx_recsys.components.scann_pusher.component import ScannPusher
+from tfx_recsys.components.trainer_with_epochs import component as trainer_with_epochs
 
 # Settings a data_types.RuntimeParameter may stand for (create_pipeline's
 # `runtime_parameters`), with the type the parameter must have.
@@ -27,6 +28,8 @@ RUNTIME_SETTINGS = {
     "data_path": str,
     "serving_dir": str,
     "trainer_custom_config": str,  # JSON of trainer_custom_config()
+    "epochs": int,                 # the Trainer's `epochs` property
+    "ranker_epochs": int,          # the RankingTrainer's `epochs` property
     "blessing_metric": str,
     "blessing_min_value": float,
     "max_regression": float,
@@ -61,6 +64,7 @@ def create_pipeline(
     blessing: config.BlessingConfig = config.BlessingConfig(),
     index_gate: config.IndexGateConfig = config.IndexGateConfig(),
     serving_top_k: int = config.SERVING_TOP_K,
+    max_eval_users: int = config.MAX_EVAL_USERS,
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
@@ -94,6 +98,8 @@ def create_pipeline(
       index_gate: the pusher's gate (ScaNN recall target, latency bound) and
         how many pushed versions to keep.
       serving_top_k: how many items the served model returns.
+      max_eval_users: the evaluator scores at most this many eval users (a
+        seeded sample, the same every run); 0 = all.
       metadata_connection_config: ML Metadata store (None: the runner's).
       beam_pipeline_args: options of the Beam pipelines components run.
       enable_cache: reuse results of unchanged components.
@@ -103,9 +109,13 @@ def create_pipeline(
         custom_config as a JSON string, which replaces what
         trainer_custom_config() makes of `training`, `dataset` and
         `code_fingerprint` (KubeflowV2DagRunner substitutes a parameter only
-        for a whole property); and `blessing_metric`, `blessing_min_value`,
+        for a whole property); `epochs` and `ranker_epochs`, the `epochs`
+        property of the Trainer and the RankingTrainer, which replaces the
+        "epochs" entry of their custom_config at run time (NCF: epochs per
+        stage); and `blessing_metric`, `blessing_min_value`,
         `max_regression`, which replace those fields of `blessing`. Each
-        parameter's default should be the value it replaces.
+        parameter's default should be the value it replaces. Without them
+        (a local run) the Trainers' epochs come from custom_config.
     """
     runtime = dict(runtime_parameters or {})
     for name, parameter in runtime.items():
@@ -116,6 +126,9 @@ def create_pipeline(
                 and parameter.ptype is RUNTIME_SETTINGS[name]):
             raise TypeError(f"runtime_parameters[{name!r}] must be a RuntimeParameter "
                             f"with ptype {RUNTIME_SETTINGS[name].__name__}")
+    if "ranker_epochs" in runtime and not ranking_run_fn:
+        raise ValueError("runtime parameter ranker_epochs needs the ranking stage "
+                         "(ranking_run_fn is None)")
     data_path = runtime.get("data_path", data_path)
     serving_dir = runtime.get("serving_dir", serving_dir)
     blessing = dataclasses.replace(blessing, **{
@@ -146,28 +159,40 @@ def create_pipeline(
         splits_config=transform_pb2.SplitsConfig(
             analyze=[config.TRAIN_SPLIT],
             transform=[config.TRAIN_SPLIT, config.EVAL_SPLIT]),
+        # No pre-/post-transform statistics: StatisticsGen already describes
+        # the raw data, nothing reads them, and they are two more passes of
+        # TFDV over every example.
+        disable_statistics=True,
         custom_config={"dataset": dataset, "code_fingerprint": code_fingerprint})
     transform.add_upstream_node(anomalies_gate)
 
-    def trainer_on_transform(run_fn_path: str, custom_config) -> tfx.components.Trainer:
-        return tfx.components.Trainer(
+    def trainer_on_transform(run_fn_path: str, custom_config,
+                             epochs) -> trainer_with_epochs.Trainer:
+        # TFX's Trainer plus an `epochs` property (a RuntimeParameter on
+        # Kubeflow, None locally: custom_config's epochs then hold).
+        return trainer_with_epochs.Trainer(
             run_fn=run_fn_path,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
             eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
-            custom_config=custom_config)
+            custom_config=custom_config,
+            epochs=epochs)
 
     # The retrieval model (two-tower or DNN softmax).
-    trainer = trainer_on_transform(run_fn, runtime.get(
-        "trainer_custom_config", trainer_custom_config(training, dataset, code_fingerprint)))
+    trainer = trainer_on_transform(
+        run_fn,
+        runtime.get("trainer_custom_config",
+                    trainer_custom_config(training, dataset, code_fingerprint)),
+        runtime.get("epochs"))
 
     # The ranking model (NCF) on the same transformed examples.
     ranking_trainer = None
     if ranking_run_fn:
         ranking_trainer = trainer_on_transform(
             ranking_run_fn, trainer_custom_config(ranking, dataset, code_fingerprint),
+            runtime.get("ranker_epochs"),
         ).with_id("RankingTrainer")
     ranking_model = ranking_trainer.outputs["model"] if ranking_trainer else None
 
@@ -187,7 +212,7 @@ def create_pipeline(
         items=example_gen.outputs["items"],
         top_ks=top_ks, blessing=blessing,
         diversity_feature=_diversity_feature(dataset),
-        ranking_model=ranking_model, rerank=rerank)
+        ranking_model=ranking_model, rerank=rerank, max_eval_users=max_eval_users)
 
     # A blessed model with a proven ScaNN index goes out, with its fallbacks.
     pusher = ScannPusher(

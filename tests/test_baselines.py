@@ -103,11 +103,24 @@ def test_item_knn_keeps_exactly_k_neighbours_the_most_similar_ones():
                                _dense_knn(train.toarray(), 5), rtol=1e-6)
 
 
-def test_top_k_mask_breaks_ties_by_lower_index_and_drops_non_positive():
-    values = np.array([[0.0, 2.0, 1.0, 2.0, 2.0],
-                       [0.0, -1.0, 3.0, 0.0, 0.0]])
-    np.testing.assert_array_equal(baselines.top_k_mask(values, 2),
-                                  [[0, 1, 0, 1, 0], [0, 0, 1, 0, 0]])
+def test_top_k_per_row_breaks_ties_by_lower_column():
+    # Row 0: values 2, 1, 2, 2 in columns 1..4; row 1: one entry.
+    rows = np.array([1, 0, 0, 0, 0])
+    cols = np.array([2, 4, 1, 2, 3])
+    values = np.array([3.0, 2.0, 2.0, 1.0, 2.0])
+    chosen = baselines.top_k_per_row(rows, cols, values, 2)
+    assert list(zip(rows[chosen], cols[chosen])) == [(0, 1), (0, 3), (1, 2)]
+
+
+def test_item_knn_automatic_blocks_equal_one_block(monkeypatch):
+    train = _random_binary(3, 60, 30, 0.2)
+    whole = baselines.ItemKnn(block_size=30).fit(train, k_neighbors=5)
+    monkeypatch.setattr(baselines, "_KNN_BLOCK_ENTRIES", 50)
+    blocked = baselines.ItemKnn()
+    assert len(blocked._blocks(train.T.tocsr(), train)) > 3
+    blocked.fit(train, k_neighbors=5)
+    np.testing.assert_array_equal(blocked.similarity.toarray(),
+                                  whole.similarity.toarray())
 
 
 @pytest.mark.parametrize("block_size", [1, 3, 7, None])

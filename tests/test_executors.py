@@ -15,6 +15,7 @@ from tfx.types import standard_artifacts
 from tfx_recsys import config, dataset_config, examples_io
 from tfx_recsys.components.interactions_example_gen import component as example_gen
 from tfx_recsys.components.interactions_example_gen import executor as example_gen_executor
+from tfx_recsys.components.retrieval_evaluator import evaluation as evaluation_logic
 from tfx_recsys.components.retrieval_evaluator import executor as evaluator_executor
 from tfx_recsys.components.scann_pusher import executor as pusher_executor
 from tfx_recsys.components.scann_pusher import publishing
@@ -105,13 +106,16 @@ def _as_tfx(mlmd_artifacts, kind):
     return result
 
 
-def _evaluate(tiny_run, tmp_path, baseline=None, gate=None):
+def _evaluate(tiny_run, tmp_path, baseline=None, gate=None, ranker=False, **properties):
     found = _input_dict_from_run(tiny_run.root)
     inputs = {"model": _as_tfx(found["model"], standard_artifacts.Model),
               "examples": _as_tfx(found["examples"], standard_artifacts.Examples),
               "items": _as_tfx(found["items"], standard_artifacts.Examples)}
     if baseline is not None:
         inputs["baseline_model"] = [baseline]
+    if ranker:
+        inputs["ranking_model"] = _as_tfx(_latest_outputs(tiny_run.root, "RankingTrainer",
+                                                          "model"), standard_artifacts.Model)
     evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "eval")
     blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
     gate = gate or config.BlessingConfig(metric="recall@10")
@@ -119,7 +123,8 @@ def _evaluate(tiny_run, tmp_path, baseline=None, gate=None):
         evaluator_executor.Executor.Context(beam_pipeline_args=BEAM_ARGS,
                                             tmp_dir=str(tmp_path / "tmp"))).Do(
         inputs, {"evaluation": [evaluation], "blessing": [blessing]},
-        {"top_ks": "[1, 5, 10]", "blessing_config": json.dumps(dataclasses.asdict(gate))})
+        {"top_ks": "[1, 5, 10]", "blessing_config": json.dumps(dataclasses.asdict(gate)),
+         **properties})
     with open(tmp_path / "eval" / "metrics.json") as f:
         return json.load(f), blessing, found
 
@@ -143,6 +148,33 @@ def test_evaluator_writes_sliced_metrics_for_model_and_baseline_and_a_blessing(
     assert blessed == int(overall["recall@10"] >
                           report["baselines"]["most_popular"]["overall"]["recall@10"])
     assert os.path.exists(tmp_path / "blessing" / ("BLESSED" if blessed else "NOT_BLESSED"))
+
+
+def test_evaluator_draws_at_most_max_eval_users_the_same_every_time(tiny_run, tmp_path):
+    everyone, _, _ = _evaluate(tiny_run, tmp_path / "all")
+    total = everyone["num_eval_users"]
+    assert everyone["eval_users_total"] == total > 6
+    drawn, _, _ = _evaluate(tiny_run, tmp_path / "drawn", max_eval_users=5)
+    again, _, _ = _evaluate(tiny_run, tmp_path / "again", max_eval_users=5)
+    assert drawn["num_eval_users"] == 5 and drawn["eval_users_total"] == total
+    assert drawn["model"]["overall"] == again["model"]["overall"]
+    assert drawn["baselines"]["item_knn"]["overall"]["num_users"] == 5
+
+
+def test_evaluator_scores_a_large_corpus_ranker_on_sampled_items_only(
+        tiny_run, tmp_path, monkeypatch):
+    # The tiny corpus is too small for 99 negatives: the protocol with 9.
+    monkeypatch.setattr(evaluation_logic, "SAMPLED_NEGATIVES", 9)
+    full, _, _ = _evaluate(tiny_run, tmp_path / "full", ranker=True)
+    monkeypatch.setattr(evaluation_logic, "RANKER_FULL_CORPUS_MAX_ITEMS", 10)
+    sampled, _, _ = _evaluate(tiny_run, tmp_path / "sampled", ranker=True)
+    assert full["ranking"]["ranker_full_corpus"] and not sampled["ranking"]["ranker_full_corpus"]
+    ranker = sampled["ranking"]["ranker"]["overall"]
+    assert "ndcg@10" not in ranker and "ndcg@10" in full["ranking"]["ranker"]["overall"]
+    for name in ("sampled_hit_rate@10", "sampled_ndcg@10"):  # same users, same items
+        assert ranker[name] == pytest.approx(full["ranking"]["ranker"]["overall"][name],
+                                             abs=1e-6)
+    assert sampled["ranking"]["two_stage"] == full["ranking"]["two_stage"]
 
 
 def test_evaluator_output_is_readable_by_tfma(tiny_run, tmp_path):

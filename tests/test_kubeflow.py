@@ -8,6 +8,7 @@ Python path it names is imported from the installed package.
 import argparse
 import importlib
 import json
+import os
 import re
 import socket
 
@@ -157,9 +158,14 @@ def test_every_python_path_in_the_spec_imports(spec, spec_path):
 
     containers = _containers(spec)
     executor_paths = {label: list(c["args"])[1] for label, c in containers.items()}
+    from tfx_recsys.components.trainer_with_epochs.component import Trainer
+
     for component in (InteractionsExampleGen, RetrievalEvaluator, ScannPusher):
         label = f"{component.__name__}_executor"
         assert _resolve(executor_paths[label]) is component.EXECUTOR_SPEC.executor_class
+    # Both Trainers run the executor that applies the epochs property.
+    for label in ("Trainer_executor", "RankingTrainer_executor"):
+        assert _resolve(executor_paths[label]) is Trainer.EXECUTOR_SPEC.executor_class
     for path in executor_paths.values():
         assert isinstance(_resolve(path), type), path
 
@@ -194,13 +200,32 @@ def test_every_python_path_in_the_spec_imports(spec, spec_path):
         assert getattr(importlib.import_module(cls.__module__), cls.__name__) is cls
 
 
+def test_the_image_build_imports_every_module_the_spec_runs(spec):
+    """kubeflow/Dockerfile fails its build unless these import: it must name
+    every executor and model module the spec points at."""
+    with open(os.path.join(config.REPO_ROOT, "kubeflow", "Dockerfile")) as f:
+        checked = set(re.findall(r"'([\w.]+)'", f.read()))
+    needed = {list(c["args"])[1].rsplit(".", 1)[0] for c in _containers(spec).values()}
+    tasks = spec.root.dag.tasks
+    for task, parameter in (("Transform", "preprocessing_fn"), ("Trainer", "run_fn"),
+                            ("RankingTrainer", "run_fn")):
+        value = tasks[task].inputs.parameters[parameter].runtime_value.constant.string_value
+        needed.add(value.rsplit(".", 1)[0])
+    needed = {m for m in needed if m.startswith("tfx_recsys")}
+    assert needed and needed <= checked, sorted(needed - checked)
+
+
 STRING = pipeline_spec_pb2.ParameterType.STRING
 DOUBLE = pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
+INT = pipeline_spec_pb2.ParameterType.NUMBER_INTEGER
+RANKER_EPOCHS = config.NcfConfig().epochs  # compile_pipeline's default ranking
 # Runtime parameter -> (type, task, the task's input parameter it replaces).
 WIRING = {
     "data_path": (STRING, "InteractionsExampleGen", "input_base"),
     "serving_dir": (STRING, "ScannPusher", "serving_dir"),
     "trainer_custom_config": (STRING, "Trainer", "custom_config"),
+    "epochs": (INT, "Trainer", "epochs"),
+    "ranker_epochs": (INT, "RankingTrainer", "epochs"),
     "blessing_metric": (STRING, "RetrievalEvaluator", "blessing_metric"),
     "blessing_min_value": (DOUBLE, "RetrievalEvaluator", "blessing_min_value"),
     "max_regression": (DOUBLE, "RetrievalEvaluator", "max_regression"),
@@ -219,8 +244,10 @@ def test_runtime_parameters_are_pipeline_inputs_with_defaults(spec, spec_path):
                 for name, p in declared.items()}
     trainer_config = defaults.pop("trainer_custom_config")
     assert defaults == {"data_path": DATA_PATH, "serving_dir": SERVING_DIR,
+                        "epochs": EPOCHS, "ranker_epochs": RANKER_EPOCHS,
                         "blessing_metric": "ndcg@50", "blessing_min_value": 0.25,
                         "max_regression": 0.01}
+    # The epochs default is the one in the custom_config it replaces.
     assert json.loads(trainer_config)["epochs"] == EPOCHS
     assert all(p.is_optional and p.description for p in declared.values())
     assert spec.default_pipeline_root == PIPELINE_ROOT
@@ -246,7 +273,8 @@ def test_runtime_parameters_are_pipeline_inputs_with_defaults(spec, spec_path):
     loaded = components.load_component_from_file(spec_path)
     assert {name: spec_.default for name, spec_ in loaded.component_spec.inputs.items()} \
         == {"data_path": DATA_PATH, "serving_dir": SERVING_DIR,
-            "trainer_custom_config": trainer_config, "blessing_metric": "ndcg@50",
+            "trainer_custom_config": trainer_config, "epochs": EPOCHS,
+            "ranker_epochs": RANKER_EPOCHS, "blessing_metric": "ndcg@50",
             "blessing_min_value": 0.25, "max_regression": 0.01}
 
     # What is not a runtime parameter is fixed at compile time.
@@ -282,6 +310,27 @@ def test_trainer_config_default_is_what_the_trainer_gets_without_parameters(spec
         config.TwoTowerConfig(epochs=EPOCHS)
 
 
+def test_ranker_epochs_follows_the_ranking_stage(tmp_path):
+    """Its default is `ranking`'s epochs; without a ranking stage it is not
+    declared (no RankingTrainer would read it)."""
+    ranked = _load(kubeflow_runner.compile_pipeline(
+        str(tmp_path / "ranked.yaml"), ranking=config.NcfConfig(epochs=4)))
+    declared = ranked.root.input_definitions.parameters
+    assert declared["ranker_epochs"].default_value.number_value == 4
+    assert declared["ranker_epochs"].parameter_type == INT
+    # Only its epochs: the rest of the ranker's custom_config is the config's.
+    ranker_config = json.loads(ranked.root.dag.tasks["RankingTrainer"].inputs
+                               .parameters["custom_config"].runtime_value.constant
+                               .string_value)
+    assert config.NcfConfig.from_custom_config(ranker_config) == config.NcfConfig(epochs=4)
+
+    plain = _load(kubeflow_runner.compile_pipeline(
+        str(tmp_path / "plain.yaml"), ranking_run_fn=None))
+    assert "RankingTrainer" not in plain.root.dag.tasks
+    assert set(plain.root.input_definitions.parameters) == \
+        set(kubeflow_runner.RUNTIME_PARAMETERS) - {"ranker_epochs"}
+
+
 def test_create_pipeline_takes_runtime_parameters_only_for_known_settings():
     from tfx.orchestration import data_types
 
@@ -289,12 +338,19 @@ def test_create_pipeline_takes_runtime_parameters_only_for_known_settings():
 
     arguments = dict(pipeline_name="p", pipeline_root=PIPELINE_ROOT, data_path=DATA_PATH,
                      dataset={}, schema_path="s", serving_dir=SERVING_DIR)
-    epochs = data_types.RuntimeParameter(name="epochs", ptype=int, default=3)
-    with pytest.raises(ValueError, match="'epochs'.*trainer_custom_config"):
-        pipeline.create_pipeline(**arguments, runtime_parameters={"epochs": epochs})
+    rate = data_types.RuntimeParameter(name="learning_rate", ptype=float, default=0.1)
+    with pytest.raises(ValueError, match="'learning_rate'.*trainer_custom_config"):
+        pipeline.create_pipeline(**arguments, runtime_parameters={"learning_rate": rate})
     as_int = data_types.RuntimeParameter(name="max_regression", ptype=int, default=0)
     with pytest.raises(TypeError, match="max_regression.*ptype float"):
         pipeline.create_pipeline(**arguments, runtime_parameters={"max_regression": as_int})
+    as_float = data_types.RuntimeParameter(name="epochs", ptype=float, default=3.0)
+    with pytest.raises(TypeError, match="epochs.*ptype int"):
+        pipeline.create_pipeline(**arguments, runtime_parameters={"epochs": as_float})
+    ranker_epochs = data_types.RuntimeParameter(name="ranker_epochs", ptype=int, default=3)
+    with pytest.raises(ValueError, match="ranker_epochs needs the ranking stage"):
+        pipeline.create_pipeline(**arguments, ranking_run_fn=None,
+                                 runtime_parameters={"ranker_epochs": ranker_epochs})
 
 
 def test_submit_checks_parameters_against_the_spec(spec, spec_path):
@@ -307,11 +363,30 @@ def test_submit_checks_parameters_against_the_spec(spec, spec_path):
     with pytest.raises(ValueError, match="blessing_min_value is NUMBER_DOUBLE"):
         kubeflow_runner.typed_params(spec_path, {"blessing_min_value": "high"})
     # epochs travels inside trainer_custom_config: the default, changed.
-    with pytest.raises(ValueError, match="unknown runtime parameter.*epochs"):
-        kubeflow_runner.submit("http://127.0.0.1:1", spec_path, params={"epochs": "5"})
-    custom = json.dumps({**_default_trainer_config(spec), "epochs": 7})
+    with pytest.raises(ValueError, match="unknown runtime parameter.*learning_rate"):
+        kubeflow_runner.submit("http://127.0.0.1:1", spec_path,
+                               params={"learning_rate": "0.1"})
+    # epochs and ranker_epochs are ints of their own, checked before submitting.
+    assert kubeflow_runner.typed_params(spec_path, {"epochs": "5", "ranker_epochs": 2}) \
+        == {"epochs": 5, "ranker_epochs": 2}
+    with pytest.raises(ValueError, match="epochs is NUMBER_INTEGER, got '2.5'"):
+        kubeflow_runner.typed_params(spec_path, {"epochs": "2.5"})
+    with pytest.raises(ValueError, match="runtime parameter ranker_epochs must be an "
+                                         "int >= 1.*got 0"):
+        kubeflow_runner.typed_params(spec_path, {"ranker_epochs": "0"})
+    # Other hyperparameters still travel in trainer_custom_config.
+    custom = json.dumps({**_default_trainer_config(spec), "learning_rate": 0.01})
     assert kubeflow_runner.typed_params(spec_path, {"trainer_custom_config": custom}) \
         == {"trainer_custom_config": custom}
+    # Its epochs is replaced by the epochs parameter: a different value there
+    # would be ignored, so it is refused unless epochs says the same.
+    custom = json.dumps({**_default_trainer_config(spec), "epochs": 7})
+    with pytest.raises(ValueError, match=r"epochs 7, but the epochs runtime parameter "
+                                         rf"\({EPOCHS}\) replaces it: set epochs=7"):
+        kubeflow_runner.typed_params(spec_path, {"trainer_custom_config": custom})
+    assert kubeflow_runner.typed_params(
+        spec_path, {"trainer_custom_config": custom, "epochs": "7"}) == {
+        "trainer_custom_config": custom, "epochs": 7}
     with pytest.raises(ValueError, match="lacks dataset, code_fingerprint"):
         kubeflow_runner.typed_params(spec_path, {"trainer_custom_config": '{"epochs": 7}'})
     with pytest.raises(ValueError, match="must be a JSON object"):

@@ -100,10 +100,13 @@ def test_excluded_items_are_seen_or_disliked():
     assert two_stage.excluded_items(rows, config.RerankConfig(exclude_seen=False)) == {}
 
 
-def test_first_appearance_and_genre_matrix():
-    first = two_stage.first_appearance([(None, "a", 5), (None, "a", 3), (None, "b", 9)],
-                                       ["a", "b", "c"])
-    assert first[:2].tolist() == [3, 9] and np.isnan(first[2])
+def test_train_facts_reads_rows_once_and_genre_matrix():
+    rows = ({"user_id": [u], "item_id": [i], "timestamp": [t], "rating": [r]}
+            for u, i, t, r in [("u1", "a", 5, 4.0), ("u2", "a", 3, 1.0),
+                               ("u1", "b", 9, 5.0)])  # a generator: one pass only
+    excluded, first_seen = two_stage.train_facts(
+        rows, config.RerankConfig(exclude_seen=False, dislike_below=2.0))
+    assert excluded == {"u2": ["a"]} and first_seen == {"a": 3, "b": 9}
     matrix = two_stage.genre_matrix([["x", "y"], [], ["y"]])
     assert matrix.tolist() == [[1, 1], [0, 0], [0, 1]]
 

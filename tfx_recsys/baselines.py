@@ -48,9 +48,9 @@ DEFAULT_EASE_L2 = 500.0
 DEFAULT_EASE_MAX_ITEMS = 20_000
 DEFAULT_KNN_NEIGHBORS = 100
 DEFAULT_KNN_SHRINKAGE = 0.0
-# ItemKnn's similarity is built in row blocks of about this many dense
-# float64 entries (64 MiB), whatever the catalogue size.
-_KNN_BLOCK_ELEMENTS = 1 << 23
+# ItemKnn's similarity is built in blocks of item rows holding about this
+# many co-occurring item pairs (a few hundred MiB of sparse entries).
+_KNN_BLOCK_ENTRIES = 1 << 22
 
 
 def interaction_matrix(user_indices: Sequence[int], item_indices: Sequence[int],
@@ -156,10 +156,12 @@ class ItemKnn(_Baseline):
     recall@10/50/100, and shrinkage 10 or 50 only lowered every metric;
     100 is the usual literature default and keeps the model small.
 
-    The similarity is computed in blocks of item rows, so memory stays at a
-    few dense [block, items] float64 slabs plus the sparse result however
-    large the catalogue (never a dense [items, items]); `block_size` (rows
-    per block) defaults to 64 MiB per slab.
+    The similarity is computed from sparse co-occurrence counts in blocks of
+    item rows sized so each block holds about `_KNN_BLOCK_ENTRIES`
+    co-occurring pairs: time and memory grow with the number of co-occurring
+    item pairs (the sum over users of their item count squared), never with
+    items x items, so a catalogue of a million items works. `block_size`
+    (item rows per block) overrides the sizing.
     """
 
     def __init__(self, block_size: Optional[int] = None):
@@ -180,29 +182,48 @@ class ItemKnn(_Baseline):
         train = self._start_fit(train)
         num_items = train.shape[1]
         k = min(k_neighbors, max(num_items - 1, 1))
-        block = self.block_size or max(1, _KNN_BLOCK_ELEMENTS // max(num_items, 1))
         norms = np.sqrt(np.asarray(train.multiply(train).sum(axis=0),
                                    dtype=np.float64).ravel())
         by_user = train.astype(np.float64)             # [users, items]
         by_item = by_user.T.tocsr()                     # [items, users]
-        # Starting from empty arrays, so an empty catalogue needs no special case.
-        rows, cols, values = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-        for start in range(0, num_items, block):
-            stop = min(start + block, num_items)
-            # Dot products of this block's item columns with every item: [b, items].
-            dots = (by_item[start:stop] @ by_user).toarray()
-            denominator = norms[start:stop, None] * norms[None, :] + shrinkage
-            sim = np.divide(dots, denominator, out=np.zeros_like(dots),
+        # Per block: int32 neighbour columns, float32 values, neighbours per row.
+        cols, values, per_row = [], [], []
+        for start, stop in self._blocks(by_item, by_user):
+            # Co-occurrence of this block's items with every item: sparse [b, items].
+            dots = (by_item[start:stop] @ by_user).tocoo()
+            r, c = dots.row.astype(np.int64), dots.col.astype(np.int64)
+            denominator = norms[r + start] * norms[c] + shrinkage
+            sim = np.divide(dots.data, denominator, out=np.zeros_like(dots.data),
                             where=denominator > 0)
-            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            r, c = np.nonzero(top_k_mask(sim, k))
-            rows.append(r + start)
-            cols.append(c)
-            values.append(sim[r, c])
+            keep = (sim > 0) & (c != r + start)  # no item is its own neighbour
+            r, c, sim = r[keep], c[keep], sim[keep]
+            chosen = top_k_per_row(r, c, sim, k)  # sorted by row, then column
+            cols.append(c[chosen].astype(np.int32))
+            values.append(sim[chosen].astype(np.float32))
+            per_row.append(np.bincount(r[chosen], minlength=stop - start))
+        indptr = np.concatenate([[0], np.cumsum(np.concatenate(per_row or [[]]))])
         self.similarity = sp.csr_matrix(
-            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+            (np.concatenate(values or [np.zeros(0, np.float32)]),
+             np.concatenate(cols or [np.zeros(0, np.int32)]), indptr.astype(np.int64)),
             shape=(num_items, num_items), dtype=np.float32)
         return self
+
+    def _blocks(self, by_item: sp.csr_matrix, by_user: sp.csr_matrix):
+        """(start, stop) item ranges of about _KNN_BLOCK_ENTRIES co-occurring
+        pairs each (an upper bound: sum over the item's users of their item
+        counts), or of `block_size` items."""
+        num_items = by_item.shape[0]
+        if self.block_size:
+            bounds = list(range(0, num_items, self.block_size)) + [num_items]
+        else:
+            items_per_user = np.diff(by_user.indptr).astype(np.float64)
+            pairs = np.cumsum(by_item @ items_per_user)
+            bounds = [0]
+            while bounds[-1] < num_items:
+                before = pairs[bounds[-1] - 1] if bounds[-1] else 0.0
+                stop = int(np.searchsorted(pairs, before + _KNN_BLOCK_ENTRIES, "right"))
+                bounds.append(min(max(stop, bounds[-1] + 1), num_items))
+        return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
     def scores(self, user_rows) -> np.ndarray:
         """float32 [users, items]: user_rows @ similarity."""
@@ -210,22 +231,20 @@ class ItemKnn(_Baseline):
         return np.asarray((rows @ self.similarity).toarray(), dtype=np.float32)
 
 
-def top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
-    """bool [rows, cols]: each row's k largest positive entries.
+def top_k_per_row(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
+                  k: int) -> np.ndarray:
+    """int [m]: positions of each row's k largest entries of a sparse matrix
+    given as (rows, cols, values), ordered by row, then column.
 
     Ties at the k-th value go to lower column indices, so exactly
-    min(k, number of positive entries) are kept per row. O(rows * cols): a
-    partition finds the k-th value, then a running count of entries equal
-    to it fills the remaining slots, with no full sort.
+    min(k, entries in the row) are kept per row. One O(n log n) sort.
     """
-    num_cols = values.shape[1]
-    if k >= num_cols:
-        return values > 0
-    kth = np.partition(values, num_cols - k, axis=1)[:, num_cols - k, None]
-    above = values > kth
-    equal = values == kth
-    slots_left = k - above.sum(axis=1, keepdims=True)
-    return (above | (equal & (np.cumsum(equal, axis=1) <= slots_left))) & (values > 0)
+    order = np.lexsort((cols, -values, rows))
+    sorted_rows = rows[order]
+    row_start = np.searchsorted(sorted_rows, sorted_rows, side="left")
+    rank = np.arange(len(order)) - row_start
+    chosen = order[rank < k]
+    return chosen[np.lexsort((cols[chosen], rows[chosen]))]
 
 
 class Ease(_Baseline):

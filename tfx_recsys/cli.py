@@ -214,6 +214,9 @@ def cmd_run(args) -> int:
             freshness_feature=args.freshness_feature, diversity=args.diversity,
             mmr_lambda=args.mmr_lambda, genre_cap=args.genre_cap)
         beam = local_runner.beam_args(args.beam, args.workers, args.beam_arg or ())
+        if args.max_eval_users < 0:
+            raise ValueError(f"--max-eval-users must be >= 0 (0 = all), got "
+                             f"{args.max_eval_users}")
     except ValueError as e:
         raise UserError(str(e)) from None
     started = time.monotonic()
@@ -223,7 +226,8 @@ def cmd_run(args) -> int:
                              model=args.model, training=training, ranking=ranking,
                              beam_pipeline_args=beam, metadata=args.metadata,
                              enable_cache=not args.no_cache, blessing=blessing,
-                             rerank=rerank, **ranking_settings)
+                             rerank=rerank, max_eval_users=args.max_eval_users,
+                             **ranking_settings)
     finally:
         logging.getLogger("absl").removeHandler(progress)
     total = time.monotonic() - started
@@ -486,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="absolute threshold on it (default: %(default)s)")
     gate.add_argument("--max-regression", type=float, default=defaults.max_regression,
                       help="allowed drop below the last blessed model (default: %(default)s)")
+    gate.add_argument("--max-eval-users", type=int, default=config.MAX_EVAL_USERS,
+                      help="evaluate on at most this many eval users, a seeded sample "
+                           "(default: %(default)s; 0 = all)")
     ranking = run.add_argument_group("ranking stage (NCF) and re-ranking")
     rerank = config.RerankConfig()
     ranking.add_argument("--ranker", default=config.NcfConfig.variant,

@@ -29,6 +29,9 @@ ITEMS_SPLIT = "items"
 # Evaluation: factorized top-K over the whole item corpus.
 TOP_KS: Tuple[int, ...] = (1, 5, 10, 50, 100)
 SERVING_TOP_K = 100
+# The evaluator scores at most this many eval users (a seeded sample, the
+# same in every run) against the whole corpus; 0 = all of them.
+MAX_EVAL_USERS = 10_000
 
 
 # Per-K metrics of the evaluator (tfx_recsys/metrics.py), usable as "<name>@K".

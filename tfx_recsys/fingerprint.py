@@ -5,8 +5,9 @@ path of its executor, not the code behind it. Transform and Trainer get
 their code as dotted paths, and our custom components' executors are classes
 whose modules can be edited without changing their paths; so the pipeline
 puts a hash of the code into each one's properties (Transform's and the
-Trainers' custom_config, a `code_fingerprint` property of each custom
-component), which makes it part of their cache keys.
+Trainers' custom_config for the model code, a `code_fingerprint` property of
+each custom component, the Trainers included, for its executor's code),
+which makes it part of their cache keys.
 """
 
 import hashlib
@@ -26,6 +27,11 @@ COMPONENT_SOURCES = {
                                "tfx_recsys.data", "tfx_recsys.dataset_config",
                                "tfx_recsys.examples_io"),
     "AnomaliesGate": ("tfx_recsys.components.anomalies_gate",),
+    # Both Trainers (node ids Trainer, RankingTrainer) are this class; its
+    # executor only applies the `epochs` property to custom_config before
+    # TFX's GenericExecutor runs. The model code it runs has its own hash in
+    # custom_config (code_fingerprint() below).
+    "Trainer": ("tfx_recsys.components.trainer_with_epochs",),
     "RetrievalEvaluator": ("tfx_recsys.components.retrieval_evaluator",
                            "tfx_recsys.metrics", "tfx_recsys.baselines",
                            "tfx_recsys.embedding", "tfx_recsys.examples_io",

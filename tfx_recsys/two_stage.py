@@ -37,7 +37,8 @@ tfx_recsys/models/export.py):
 """
 
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+import json
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -71,16 +72,6 @@ def excluded_items(train_rows: Iterable[Tuple[str, str, Optional[float]]],
         if rerank.exclude_seen or disliked:
             excluded.setdefault(user, set()).add(item)
     return {user: sorted(items) for user, items in excluded.items()}
-
-
-def first_appearance(train_rows: Iterable[Tuple[str, str, int]],
-                     item_ids: Sequence[str]) -> np.ndarray:
-    """float [items]: each item's earliest train timestamp, NaN if none."""
-    first: Dict[str, int] = {}
-    for _, item, timestamp in train_rows:
-        if item not in first or timestamp < first[item]:
-            first[item] = timestamp
-    return np.array([first.get(i, np.nan) for i in item_ids], np.float64)
 
 
 def genre_matrix(genre_sets: Sequence[Iterable[str]]) -> np.ndarray:
@@ -226,8 +217,8 @@ class TwoStageRecommender(tf.Module):
         # Non-finite scores: ScaNN's padding when it finds fewer than asked.
         allowed = ~reranking.exclusion_mask(item_ids, excluded) & tf.math.is_finite(scores)
         top, valid = reranking.select_top_k(scores, allowed, self.candidates)
-        return (tf.gather(item_ids, top, batch_dims=1),
-                tf.gather(scores, top, batch_dims=1), valid)
+        return (reranking.gather_rows(item_ids, top),
+                reranking.gather_rows(scores, top), valid)
 
     def _rank(self, user_ids, candidate_ids, retrieval_scores, valid):
         """Final scores [batch, c] and the ranker's probabilities [batch, c]."""
@@ -272,7 +263,7 @@ class TwoStageRecommender(tf.Module):
         chosen, chosen_valid = self._select(candidate_ids, final, valid)
 
         def pick(values, padding):
-            picked = tf.gather(values, chosen, batch_dims=1)
+            picked = reranking.gather_rows(values, chosen)
             return tf.where(chosen_valid, picked, padding)
 
         return {"item_ids": pick(candidate_ids, ""), "scores": pick(final, PADDING_SCORE),
@@ -311,7 +302,6 @@ class TwoStageRecommender(tf.Module):
 
 
 def _json(rerank: config.RerankConfig) -> str:
-    import json
     return json.dumps(dataclasses.asdict(rerank), sort_keys=True)
 
 
@@ -326,21 +316,66 @@ def build(retrieval_model, ranker_model, index, item_ids: Sequence[str],
       first-appearance timestamp), NaN = unknown; turned into percentiles.
     train_rows: (user id, item id, rating or None) of the training data.
     """
+    return build_with_exclusions(retrieval_model, ranker_model, index, item_ids,
+                                 item_embeddings, genre_sets, freshness_values,
+                                 excluded_items(train_rows, rerank), rerank, k)
+
+
+def build_with_exclusions(retrieval_model, ranker_model, index, item_ids: Sequence[str],
+                          item_embeddings: np.ndarray,
+                          genre_sets: Sequence[Iterable[str]],
+                          freshness_values: np.ndarray,
+                          excluded: Mapping[str, Sequence[str]],
+                          rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
+    """build() with each user's never-again items already gathered."""
     catalog = ItemCatalog(item_ids, item_embeddings, genre_matrix(genre_sets),
                           reranking.freshness_percentile(freshness_values))
     return TwoStageRecommender(retrieval_model, index, len(item_ids), ranker_model,
-                               catalog, UserItems(excluded_items(train_rows, rerank)),
-                               rerank, k)
+                               catalog, UserItems(excluded), rerank, k)
+
+
+def train_facts(train_rows: Iterable[dict], rerank: config.RerankConfig
+                ) -> Tuple[Dict[str, list], Dict[str, int]]:
+    """What re-ranking needs from raw train rows, in one streaming pass (the
+    rows are never held): each user's never-again items (`excluded_items`)
+    and each item's first train timestamp."""
+    from tfx_recsys.examples_io import scalar
+
+    first_seen: Dict[str, int] = {}
+
+    def interactions():
+        for row in train_rows:
+            item, timestamp = scalar(row, "item_id"), scalar(row, "timestamp", 0)
+            if item not in first_seen or timestamp < first_seen[item]:
+                first_seen[item] = timestamp
+            yield scalar(row, "user_id"), item, scalar(row, "rating")
+
+    excluded = excluded_items(interactions(), rerank)
+    return excluded, first_seen
 
 
 def build_from_rows(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
-                    item_embeddings: np.ndarray, train_rows: Sequence[dict],
+                    item_embeddings: np.ndarray, train_rows: Iterable[dict],
                     rerank: config.RerankConfig, k: int,
                     diversity_feature: str = "") -> TwoStageRecommender:
     """build() from the pipeline's raw example rows ({feature: values}).
 
     item_rows: the items split (item_id and item features); train_rows: the
-    train split (user_id, item_id, timestamp, rating when the data has one).
+    train split (user_id, item_id, timestamp, rating when the data has one),
+    read once.
+    """
+    excluded, first_seen = train_facts(train_rows, rerank)
+    return build_from_facts(retrieval_model, ranker_model, index, item_rows,
+                            item_embeddings, excluded, first_seen, rerank, k,
+                            diversity_feature)
+
+
+def build_from_facts(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
+                     item_embeddings: np.ndarray, excluded: Mapping[str, Sequence[str]],
+                     first_seen: Mapping[str, int], rerank: config.RerankConfig, k: int,
+                     diversity_feature: str = "") -> TwoStageRecommender:
+    """build() from raw item rows and `train_facts`' two mappings.
+
     Freshness reads rerank.freshness_feature from the item rows, or the
     item's first train timestamp when it is "".
     """
@@ -354,19 +389,12 @@ def build_from_rows(retrieval_model, ranker_model, index, item_rows: Sequence[di
         freshness = np.array([scalar(r, rerank.freshness_feature, np.nan)
                               for r in item_rows], np.float64)
     else:
-        freshness = first_appearance(
-            ((None, scalar(r, "item_id"), scalar(r, "timestamp", 0)) for r in train_rows),
-            item_ids)
+        freshness = np.array([first_seen.get(i, np.nan) for i in item_ids], np.float64)
     genre_sets = [r.get(diversity_feature, []) if diversity_feature else []
                   for r in item_rows]
-    interactions = [(scalar(r, "user_id"), scalar(r, "item_id"), scalar(r, "rating"))
-                    for r in train_rows]
-    return build(retrieval_model, ranker_model, index, item_ids, item_embeddings,
-                 genre_sets, freshness, interactions, rerank, k)
-
-
-# --------------------------------------------------------------------------
-# Calling it from Python (evaluator, pusher, tests)
+    return build_with_exclusions(retrieval_model, ranker_model, index, item_ids,
+                                 item_embeddings, genre_sets, freshness, excluded,
+                                 rerank, k)
 
 
 def load_ranker(model_dir: str):
@@ -406,7 +434,12 @@ def recommend_rows(recommender: TwoStageRecommender, rows: Sequence[dict],
     return [[i.decode() for i in row if i] for row in item_ids]
 
 
-def slim_row(row: dict) -> dict:
-    """The columns of a train example that re-ranking reads."""
-    return {name: row[name] for name in ("user_id", "item_id", "timestamp", "rating")
-            if name in row}
+def ranker_list_scores(ranker, user_ids: Sequence[str],
+                       item_lists: Sequence[Sequence[str]]) -> np.ndarray:
+    """float32 [users, n]: the ranker's probability of each user's own list
+    of n items (item_lists: [users][n] item ids)."""
+    if len(user_ids) == 0:
+        return np.zeros((0, 0), np.float32)
+    score = ranker.signatures[RANKER_SIGNATURE]
+    return score(user_id=tf.constant(list(user_ids), tf.string),
+                 item_id=tf.constant(item_lists, tf.string))["scores"].numpy()

@@ -46,6 +46,7 @@ BLESSING_CONFIG_KEY = "blessing_config"
 DIVERSITY_FEATURE_KEY = "diversity_feature"
 RANKING_MODEL_KEY = "ranking_model"
 RERANK_KEY = "rerank"
+MAX_EVAL_USERS_KEY = "max_eval_users"
 BLESSING_METRIC_KEY = evaluation.GATE_PROPERTIES["metric"]
 BLESSING_MIN_VALUE_KEY = evaluation.GATE_PROPERTIES["min_value"]
 MAX_REGRESSION_KEY = evaluation.GATE_PROPERTIES["max_regression"]
@@ -63,6 +64,7 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
         MAX_REGRESSION_KEY: ExecutionParameter(type=float, optional=True),
         DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str),
         RERANK_KEY: ExecutionParameter(type=str, optional=True),  # JSON RerankConfig
+        MAX_EVAL_USERS_KEY: ExecutionParameter(type=int, optional=True),
         # Hash of the executor's code (fingerprint.py): part of the cache key.
         fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
@@ -101,6 +103,9 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
         with `rerank`, tfx_recsys/two_stage.py) on the same users; the
         blessing still judges the retrieval model.
       rerank: the served model's re-ranking settings.
+      max_eval_users: at most this many eval users are scored, a sample
+        drawn by a seeded hash of the user id (the same users in every run);
+        0 = all. Scoring a user costs a pass over the whole corpus per model.
     """
 
     SPEC_CLASS = RetrievalEvaluatorSpec
@@ -113,7 +118,10 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
                  blessing: config.BlessingConfig = config.BlessingConfig(),
                  diversity_feature: str = "",
                  ranking_model: Optional[types.BaseChannel] = None,
-                 rerank: config.RerankConfig = config.RerankConfig()):
+                 rerank: config.RerankConfig = config.RerankConfig(),
+                 max_eval_users: int = config.MAX_EVAL_USERS):
+        if max_eval_users < 0:
+            raise ValueError(f"max_eval_users must be >= 0 (0 = all), got {max_eval_users}")
         fixed = {f.name: getattr(blessing, f.name) for f in dataclasses.fields(blessing)}
         runtime = {name: fixed.pop(name) for name in list(fixed)
                    if isinstance(fixed[name], data_types.RuntimeParameter)}
@@ -137,6 +145,7 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
             diversity_feature=diversity_feature,
             ranking_model=ranking_model,
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
+            max_eval_users=max_eval_users,
             code_fingerprint=fingerprint.component_fingerprint("RetrievalEvaluator"),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))

@@ -109,6 +109,12 @@ def build_corpus(item_rows: Sequence[dict], train_counts_by_id: Dict[str, int],
                               for row in item_rows])
 
 
+def earliest_row(eval_rows: Sequence[dict]) -> dict:
+    """The user's earliest eval example (ties: the lower item id)."""
+    return min(eval_rows, key=lambda r: (scalar(r, "timestamp", 0),
+                                         str(scalar(r, "item_id"))))
+
+
 def make_user_case(train_item_ids: Iterable[str], eval_rows: Sequence[dict],
                    corpus: Corpus) -> Optional[UserCase]:
     """A user's case, or None if they have no eval interactions.
@@ -118,14 +124,27 @@ def make_user_case(train_item_ids: Iterable[str], eval_rows: Sequence[dict],
     """
     if not eval_rows:
         return None
-    first = min(eval_rows, key=lambda r: (scalar(r, "timestamp", 0),
-                                          str(scalar(r, "item_id"))))
+    return user_case(train_item_ids, earliest_row(eval_rows),
+                     [scalar(r, "item_id") for r in eval_rows], corpus)
+
+
+def user_case(train_item_ids: Iterable[str], first_row: dict,
+              eval_item_ids: Sequence[str], corpus: Corpus) -> UserCase:
+    """make_user_case from the earliest eval row and every eval item id."""
     seen = sorted({corpus.index[i] for i in train_item_ids})
-    relevant = [corpus.index[scalar(r, "item_id")] for r in eval_rows]
-    held_out = corpus.index[scalar(first, "item_id")]
-    return UserCase(user_row=first, seen=seen, relevant=relevant,
-                    sampled=sampled_candidates(str(scalar(first, "user_id")), held_out,
-                                               set(seen) | set(relevant), corpus))
+    relevant = [corpus.index[i] for i in eval_item_ids]
+    held_out = corpus.index[scalar(first_row, "item_id")]
+    return UserCase(user_row=first_row, seen=seen, relevant=relevant,
+                    sampled=sampled_candidates(str(scalar(first_row, "user_id")),
+                                               held_out, set(seen) | set(relevant),
+                                               corpus))
+
+
+def sample_key(user_id: str) -> int:
+    """Order in which users are drawn when the eval users are capped: a
+    seeded hash of the id, so the same users are drawn in every run and
+    whatever the runner's element order."""
+    return zlib.crc32(f"eval-sample:{user_id}".encode())
 
 
 # The NCF paper's protocol: the held-out item among 99 sampled negatives.
@@ -135,10 +154,13 @@ SAMPLED_SEED = 0
 
 
 def sampled_candidates(user_id: str, held_out: int, interacted: set, corpus: Corpus,
-                       num_negatives: int = SAMPLED_NEGATIVES) -> Optional[np.ndarray]:
+                       num_negatives: Optional[int] = None) -> Optional[np.ndarray]:
     """int [1 + num_negatives]: `held_out`, then distinct items with train
     interactions that the user never interacted with, drawn uniformly with a
-    seed derived from the user id (the same negatives for every model)."""
+    seed derived from the user id (the same negatives for every model).
+    num_negatives: SAMPLED_NEGATIVES unless given."""
+    if num_negatives is None:
+        num_negatives = SAMPLED_NEGATIVES
     pool = corpus.trained_items
     if len(pool) - len(interacted) < num_negatives + len(interacted) // 100 + 1:
         return None
@@ -157,11 +179,32 @@ def sampled_metrics(scores_row: np.ndarray, sampled: np.ndarray,
                     k: int = SAMPLED_K) -> Dict[str, float]:
     """HR@k and NDCG@k of the held-out item (sampled[0]) among the sampled
     items; ties count against it."""
-    values = scores_row[sampled]
+    return sampled_list_metrics(scores_row[sampled], k)
+
+
+def sampled_list_metrics(values: np.ndarray, k: int = SAMPLED_K) -> Dict[str, float]:
+    """sampled_metrics from the sampled items' scores, held-out item first."""
     rank = int(np.sum(values[1:] >= values[0]))
     hit = rank < k
     return {f"sampled_hit_rate@{k}": float(hit),
             f"sampled_ndcg@{k}": float(1.0 / np.log2(rank + 2)) if hit else 0.0}
+
+
+def accumulate_sampled(cases: Sequence[UserCase], sampled_scores: np.ndarray
+                       ) -> Dict[str, object]:
+    """Accumulators of the sampled protocol alone, for a model too costly to
+    score over the whole corpus. sampled_scores: float [len(cases), 100],
+    the scores of each case's `sampled` items (rows of cases without them
+    are ignored)."""
+    result: Dict[str, object] = {}
+    for row, case in enumerate(cases):
+        if case.sampled is None:
+            continue
+        values = sampled_list_metrics(sampled_scores[row])
+        for name in user_slices(case):
+            result.setdefault(name, metrics.MetricAccumulator([])).add_user(
+                values, [], np.zeros(0, np.int64))
+    return result
 
 
 def list_scores(recommended: Sequence[Sequence[str]], corpus: Corpus) -> np.ndarray:
@@ -192,22 +235,42 @@ def user_slices(case: UserCase) -> List[str]:
 
 def fit_baselines(train_pairs: Iterable[Tuple[str, str]], corpus: Corpus
                   ) -> Dict[str, object]:
-    """Most-popular, item-kNN and EASE fitted on the train interactions.
-
-    EASE needs a dense items x items inverse; above its size limit it is left
-    out (see `skipped_baselines`).
-    """
+    """Most-popular, item-kNN and EASE fitted on (user id, item id) pairs."""
     users: Dict[str, int] = {}
     rows, columns = [], []
     for user_id, item_id in train_pairs:
         rows.append(users.setdefault(user_id, len(users)))
         columns.append(corpus.index[item_id])
-    train = baselines.interaction_matrix(rows, columns, len(users), len(corpus))
+    return fit_baselines_on_indices(np.array(rows, np.int64),
+                                    np.array(columns, np.int64), corpus)
+
+
+def fit_baselines_on_indices(user_codes: np.ndarray, item_indices: np.ndarray,
+                             corpus: Corpus) -> Dict[str, object]:
+    """Most-popular, item-kNN and EASE fitted on the train interactions.
+
+    user_codes: int [interactions], any code that tells users apart (e.g. a
+      hash of the id); item_indices: int [interactions], corpus indices.
+    EASE needs a dense items x items inverse; above its size limit it is left
+    out (see `skipped_baselines`).
+    """
+    _, rows = np.unique(user_codes, return_inverse=True)
+    train = baselines.interaction_matrix(rows, item_indices, int(rows.max(initial=-1)) + 1,
+                                         len(corpus))
     fitted = {MOST_POPULAR: baselines.MostPopular().fit(train),
               ITEM_KNN: baselines.ItemKnn().fit(train)}
     if len(corpus) <= baselines.DEFAULT_EASE_MAX_ITEMS:
         fitted[EASE] = baselines.Ease().fit(train)
     return fitted
+
+
+# Above this many items the ranker is not scored over the whole corpus
+# (users x items network evaluations), only on the sampled protocol's items.
+RANKER_FULL_CORPUS_MAX_ITEMS = 20_000
+
+
+def ranker_full_corpus(num_items: int) -> bool:
+    return num_items <= RANKER_FULL_CORPUS_MAX_ITEMS
 
 
 def skipped_baselines(num_items: int) -> Dict[str, str]:

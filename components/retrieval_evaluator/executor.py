@@ -1,17 +1,23 @@
 """Beam executor of RetrievalEvaluator (TFX glue; logic in evaluation.py).
 
-The eval split is grouped by user and scored in batches on Beam workers, so
-eval sets larger than memory work; the item corpus (whose embeddings every
-score needs) is a side input. Per-slice accumulators are merged with a
+The eval split is combined per user (earliest row and eval item ids), at
+most `max_eval_users` users are drawn by a seeded hash, and they are scored
+in batches on Beam workers; the item corpus (whose embeddings every score
+needs) is a side input. Nothing holds the train split: the baselines are
+fitted from two integer arrays, and the served model's exclusions are
+gathered for the drawn users only. Per-slice accumulators are merged with a
 CombineFn; only the small final metrics come back to this process.
 """
 
+import array
 import dataclasses
+import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
+import numpy as np
 from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
@@ -25,6 +31,7 @@ from tfx_recsys.components.retrieval_evaluator import evaluation
 METRICS_FILE = "metrics.json"
 TFMA_METRICS_FILE = "metrics-00000-of-00001.tfrecord"
 _PARTIAL_RESULTS = "partial_results.json"
+_EVAL_USER_COUNT = "eval_user_count.json"
 MODEL = "model"
 LAST_BLESSED = "last_blessed"
 RANKER = "ranker"        # the ranking model alone, over the whole corpus
@@ -42,6 +49,67 @@ class _ReadRows(beam.PTransform):
         return (pipeline
                 | "Read" >> beam.io.ReadFromTFRecord(self._pattern)
                 | "Parse" >> beam.Map(examples_io.parse_row))
+
+
+def _train_fields(row: dict) -> Tuple[str, str, int, Optional[float]]:
+    """(user id, item id, timestamp, rating or None) of a train example."""
+    scalar = examples_io.scalar
+    return (scalar(row, "user_id"), scalar(row, "item_id"), scalar(row, "timestamp", 0),
+            scalar(row, "rating"))
+
+
+def _user_code(user_id: str) -> int:
+    """A 64-bit code of a user id: tells users apart without keeping the
+    strings (two of 10^8 users share one with odds of about 1 in 4,000, and
+    would only pool their items in the baselines)."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+class _EarliestEval(beam.CombineFn):
+    """A user's eval rows -> (earliest row, every eval item id)."""
+
+    def create_accumulator(self):
+        return None, []
+
+    def add_input(self, accumulator, row):
+        first, item_ids = accumulator
+        item_ids.append(examples_io.scalar(row, "item_id"))
+        return (row if first is None else evaluation.earliest_row([first, row])), item_ids
+
+    def merge_accumulators(self, accumulators):
+        firsts, item_ids = [], []
+        for first, ids in accumulators:
+            item_ids.extend(ids)
+            if first is not None:
+                firsts.append(first)
+        return (evaluation.earliest_row(firsts) if firsts else None), item_ids
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class _PairArrays(beam.CombineFn):
+    """(user code, item index) pairs -> two int64 arrays, 16 bytes a pair."""
+
+    def create_accumulator(self):
+        return array.array("q"), array.array("q")
+
+    def add_input(self, accumulator, pair):
+        accumulator[0].append(pair[0])
+        accumulator[1].append(pair[1])
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        users, items = self.create_accumulator()
+        for more_users, more_items in accumulators:
+            users.extend(more_users)
+            items.extend(more_items)
+        return users, items
+
+    def extract_output(self, accumulator):
+        return (np.frombuffer(accumulator[0], np.int64),
+                np.frombuffer(accumulator[1], np.int64))
 
 
 class _ScoreUsers(beam.DoFn):
@@ -66,23 +134,24 @@ class _ScoreUsers(beam.DoFn):
         self._item_embeddings = None
         self._two_stage = None
 
-    def _build_two_stage(self, corpus, train_rows):
+    def _build_two_stage(self, corpus, excluded_rows, first_seen):
         """The served recommender with exact retrieval (module two_stage)."""
-        retrieval = self._models[MODEL]
         embeddings = self._item_embeddings[MODEL]
-        item_ids = [examples_io.scalar(r, "item_id") for r in corpus.rows]
         rerank = self._ranking["rerank"]
-        return two_stage.build_from_rows(
-            retrieval, self._ranker, two_stage.ExactIndex(item_ids, embeddings, 1),
-            corpus.rows, embeddings, train_rows, rerank, max(self._ks),
-            self._ranking["diversity_feature"])
+        return two_stage.build_from_facts(
+            self._models[MODEL], self._ranker,
+            two_stage.ExactIndex(self._item_ids, embeddings, 1), corpus.rows, embeddings,
+            two_stage.excluded_items(excluded_rows, rerank), first_seen, rerank,
+            max(self._ks), self._ranking["diversity_feature"])
 
-    def process(self, cases, corpus, fitted_baselines, train_rows=None):
+    def process(self, cases, corpus, fitted_baselines, excluded_rows=None,
+                first_seen=None):
         if self._item_embeddings is None:  # side inputs arrive with elements
+            self._item_ids = [examples_io.scalar(r, "item_id") for r in corpus.rows]
             self._item_embeddings = {name: embedding.embed_items(model, corpus.rows)
                                      for name, model in self._models.items()}
             if self._ranker is not None:
-                self._two_stage = self._build_two_stage(corpus, train_rows)
+                self._two_stage = self._build_two_stage(corpus, excluded_rows, first_seen)
         chunk = evaluation.batch_size_for(len(corpus))
         for start in range(0, len(cases), chunk):
             batch = cases[start:start + chunk]
@@ -93,9 +162,12 @@ class _ScoreUsers(beam.DoFn):
                 queries = embedding.embed_users(model, rows)
                 scores[name] = queries @ self._item_embeddings[name].T
             if self._ranker is not None:
-                scores[RANKER] = two_stage.ranker_scores(
-                    self._ranker, [examples_io.scalar(r, "user_id") for r in rows],
-                    [examples_io.scalar(r, "item_id") for r in corpus.rows])
+                if evaluation.ranker_full_corpus(len(corpus)):
+                    scores[RANKER] = two_stage.ranker_scores(
+                        self._ranker, [examples_io.scalar(r, "user_id") for r in rows],
+                        self._item_ids)
+                else:
+                    yield from self._ranker_sampled(batch)
                 scores[TWO_STAGE] = evaluation.list_scores(
                     two_stage.recommend_rows(self._two_stage, rows), corpus)
             for name, block in scores.items():
@@ -103,6 +175,15 @@ class _ScoreUsers(beam.DoFn):
                         batch, block, corpus, self._ks,
                         sampled=name != TWO_STAGE).items():
                     yield (name, slice_name), accumulator
+
+    def _ranker_sampled(self, batch):
+        """The ranker on each user's sampled-protocol items only."""
+        cases = [c for c in batch if c.sampled is not None]
+        lists = [[self._item_ids[i] for i in c.sampled] for c in cases]
+        values = two_stage.ranker_list_scores(
+            self._ranker, [examples_io.scalar(c.user_row, "user_id") for c in cases], lists)
+        for slice_name, accumulator in evaluation.accumulate_sampled(cases, values).items():
+            yield (RANKER, slice_name), accumulator
 
 
 class _MergeAccumulators(beam.CombineFn):
@@ -121,6 +202,11 @@ class _MergeAccumulators(beam.CombineFn):
 
     def extract_output(self, merged):
         return merged
+
+
+def _write_json(value, path: str) -> None:
+    with fileio.open(path, "w") as f:
+        json.dump(value, f)
 
 
 def _write_partial_results(results, path: str) -> None:
@@ -181,6 +267,69 @@ def _write_tfma_metrics(path: str, results) -> None:
 
 class Executor(base_beam_executor.BaseBeamExecutor):
 
+    def _score(self, pipeline, examples_uri: str, items_uri: str,
+               model_dirs: Dict[str, str], ks: List[int], ranking: Optional[Dict],
+               diversity_feature: str, max_eval_users: int, partial_path: str,
+               count_path: str):
+        """The Beam graph: writes every (model, slice)'s metrics to
+        partial_path and the number of eval users to count_path."""
+        train = (pipeline
+                 | "ReadTrain" >> _ReadRows(examples_uri, config.TRAIN_SPLIT)
+                 | "TrainFields" >> beam.Map(_train_fields))
+        counts = (train | "TrainItems" >> beam.Map(lambda t: t[1])
+                  | "CountItems" >> beam.combiners.Count.PerElement())
+        corpus = beam.pvalue.AsSingleton(
+            pipeline
+            | "ReadItems" >> _ReadRows(items_uri, config.ITEMS_SPLIT)
+            | "ItemList" >> beam.combiners.ToList()
+            | "Corpus" >> beam.Map(evaluation.build_corpus, beam.pvalue.AsDict(counts),
+                                   diversity_feature))
+        eval_users = (pipeline
+                      | "ReadEval" >> _ReadRows(examples_uri, config.EVAL_SPLIT)
+                      | "KeyEval" >> beam.Map(lambda r: (examples_io.scalar(r, "user_id"), r))
+                      | "EarliestEval" >> beam.CombinePerKey(_EarliestEval()))
+        _ = (eval_users
+             | "CountEvalUsers" >> beam.combiners.Count.Globally()
+             | "WriteCount" >> beam.Map(_write_json, count_path))
+        drawn = _select_users(eval_users, max_eval_users)
+        drawn_ids = beam.pvalue.AsDict(drawn | "DrawnIds" >> beam.Map(lambda kv: (kv[0], 1)))
+        drawn_train = train | "DrawnTrain" >> beam.Filter(lambda t, ids: t[0] in ids,
+                                                          drawn_ids)
+        cases = ({"train": drawn_train | "KeyTrain" >> beam.Map(lambda t: (t[0], t[1])),
+                  "eval": drawn}
+                 | "ByUser" >> beam.CoGroupByKey()
+                 | "Cases" >> beam.FlatMap(
+                     lambda kv, corpus: [evaluation.user_case(
+                         kv[1]["train"], first, item_ids, corpus)
+                         for first, item_ids in list(kv[1]["eval"])[:1]],
+                     corpus))
+        fitted_baselines = (
+            train
+            | "TrainIndices" >> beam.Map(lambda t, corpus: (_user_code(t[0]),
+                                                            corpus.index[t[1]]), corpus)
+            | "PairArrays" >> beam.CombineGlobally(_PairArrays())
+            | "FitBaselines" >> beam.Map(
+                lambda arrays, corpus: evaluation.fit_baselines_on_indices(
+                    arrays[0], arrays[1], corpus), corpus))
+        side_inputs = [corpus, beam.pvalue.AsSingleton(fitted_baselines)]
+        if ranking:
+            # What the served model's exclusions and freshness come from: the
+            # drawn users' train rows, every item's first train timestamp.
+            side_inputs += [
+                beam.pvalue.AsList(drawn_train | "ExclusionRows" >> beam.Map(
+                    lambda t: (t[0], t[1], t[3]))),
+                beam.pvalue.AsDict(train
+                                   | "ItemTimes" >> beam.Map(lambda t: (t[1], t[2]))
+                                   | "FirstSeen" >> beam.CombinePerKey(min))]
+        return (cases
+                | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
+                | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, ks, ranking), *side_inputs)
+                | "Merge" >> beam.CombinePerKey(_MergeAccumulators())
+                | "Finish" >> beam.Map(lambda kv, corpus: (kv[0], kv[1].result(len(corpus))),
+                                       corpus)
+                | "Collect" >> beam.combiners.ToList()
+                | "Write" >> beam.Map(_write_partial_results, partial_path))
+
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -214,53 +363,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                        "diversity_feature": exec_properties.get("diversity_feature") or ""}
 
         partial_path = os.path.join(result.uri, _PARTIAL_RESULTS)
+        count_path = os.path.join(result.uri, _EVAL_USER_COUNT)
+        max_eval_users = int(exec_properties.get("max_eval_users") or 0)
         with self._make_beam_pipeline() as pipeline:
-            train = (pipeline
-                     | "ReadTrain" >> _ReadRows(examples.uri, config.TRAIN_SPLIT)
-                     | "TrainPairs" >> beam.Map(lambda r: (
-                         examples_io.scalar(r, "user_id"), examples_io.scalar(r, "item_id"))))
-            counts = (train | "TrainItems" >> beam.Values()
-                      | "CountItems" >> beam.combiners.Count.PerElement())
-            corpus = (pipeline
-                      | "ReadItems" >> _ReadRows(items.uri, config.ITEMS_SPLIT)
-                      | "ItemList" >> beam.combiners.ToList()
-                      | "Corpus" >> beam.Map(
-                          evaluation.build_corpus, beam.pvalue.AsDict(counts),
-                          exec_properties.get("diversity_feature") or ""))
-            evals = (pipeline
-                     | "ReadEval" >> _ReadRows(examples.uri, config.EVAL_SPLIT)
-                     | "KeyEval" >> beam.Map(lambda r: (examples_io.scalar(r, "user_id"), r)))
-            cases = ({"train": train, "eval": evals}
-                     | "ByUser" >> beam.CoGroupByKey()
-                     | "Cases" >> beam.FlatMap(
-                         lambda kv, corpus: [c for c in [evaluation.make_user_case(
-                             kv[1]["train"], list(kv[1]["eval"]), corpus)] if c],
-                         beam.pvalue.AsSingleton(corpus)))
-            fitted_baselines = (train
-                                | "TrainList" >> beam.combiners.ToList()
-                                | "FitBaselines" >> beam.Map(
-                                    evaluation.fit_baselines,
-                                    beam.pvalue.AsSingleton(corpus)))
-            side_inputs = [beam.pvalue.AsSingleton(corpus),
-                           beam.pvalue.AsSingleton(fitted_baselines)]
-            if ranking:
-                # What the served model's exclusions and freshness are built from.
-                side_inputs.append(beam.pvalue.AsList(
-                    pipeline
-                    | "ReadTrainForRanking" >> _ReadRows(examples.uri, config.TRAIN_SPLIT)
-                    | "SlimTrain" >> beam.Map(two_stage.slim_row)))
-            _ = (cases
-                 | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
-                 | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, ks, ranking), *side_inputs)
-                 | "Merge" >> beam.CombinePerKey(_MergeAccumulators())
-                 | "Finish" >> beam.Map(lambda kv, corpus: (kv[0], kv[1].result(len(corpus))),
-                                        beam.pvalue.AsSingleton(corpus))
-                 | "Collect" >> beam.combiners.ToList()
-                 | "Write" >> beam.Map(_write_partial_results, partial_path))
+            _ = self._score(pipeline, examples.uri, items.uri, model_dirs, ks, ranking,
+                            exec_properties.get("diversity_feature") or "",
+                            max_eval_users, partial_path, count_path)
 
         with fileio.open(partial_path) as f:
             partial = [(tuple(key), value) for key, value in json.load(f)]
         fileio.remove(partial_path)
+        with fileio.open(count_path) as f:
+            eval_users_total = json.load(f)
+        fileio.remove(count_path)
         by_model: Dict[str, Dict[str, Dict[str, float]]] = {}
         for (name, slice_name), values in partial:
             by_model.setdefault(name, {})[slice_name] = values
@@ -272,7 +387,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                          "two_stage": _without_accuracy(_nest(by_model, TWO_STAGE)),
                          "rerank": exec_properties.get("rerank") and json.loads(
                              exec_properties["rerank"]),
-                         "ranker_uri": rankers[0].uri}
+                         "ranker_uri": rankers[0].uri,
+                         "ranker_full_corpus": evaluation.ranker_full_corpus(
+                             int(by_model.get(MODEL, {}).get(evaluation.OVERALL, {})
+                                 .get("num_items", 0)))}
                         if TWO_STAGE in by_model else None),
             "baselines": {name: _nest(by_model, name) for name in evaluation.BASELINES
                           if name in by_model},
@@ -289,6 +407,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report["blessing"] = {"blessed": blessed, "reason": reason, "checks": checks,
                               "gate": dataclasses.asdict(gate)}
         report["num_eval_users"] = overall.get("num_users", 0)
+        report["eval_users_total"] = eval_users_total
+        report["max_eval_users"] = max_eval_users
         report["num_items"] = overall.get("num_items", 0)
         report["baselines_skipped"] = evaluation.skipped_baselines(report["num_items"])
         logging.info("Blessing: %s (%s)", blessed, reason)
@@ -305,6 +425,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 if name.startswith("sampled_"):
                     result.set_float_custom_property(f"ranker_{name}", float(value))
         _write_blessing(blessing, model, blessed, reason)
+
+
+def _select_users(eval_users, max_eval_users: int):
+    """At most max_eval_users of the (user id, ...) elements, the smallest
+    by evaluation.sample_key; all when max_eval_users is 0."""
+    if not max_eval_users:
+        return eval_users
+    return (eval_users
+            | "SampleUsers" >> beam.combiners.Top.Smallest(
+                max_eval_users, key=lambda kv: (evaluation.sample_key(kv[0]), kv[0]))
+            | "Drawn" >> beam.FlatMap(lambda drawn: drawn))
 
 
 def _write_blessing(blessing: types.Artifact, model: types.Artifact,

@@ -79,16 +79,17 @@ class Executor(pusher_executor.Executor):
         ranker = (two_stage.load_ranker(path_utils.serving_model_path(rankers[0].uri))
                   if rankers else None)
         item_rows = list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT))
-        train_rows = [two_stage.slim_row(r)
-                      for r in examples_io.read_rows(examples.uri, config.TRAIN_SPLIT)]
+        # One streaming pass over train (never held): exclusions, first seen.
+        excluded, first_seen = two_stage.train_facts(
+            examples_io.read_rows(examples.uri, config.TRAIN_SPLIT), rerank)
         item_ids = [examples_io.scalar(r, "item_id") for r in item_rows]
         item_embeddings = embedding.embed_items(trainer_model, item_rows)
         k = min(int(exec_properties["top_k"]), len(item_ids))
 
         def recommender(index):
-            return two_stage.build_from_rows(
-                trainer_model, ranker, index, item_rows, item_embeddings, train_rows,
-                rerank, k, exec_properties.get("diversity_feature") or "")
+            return two_stage.build_from_facts(
+                trainer_model, ranker, index, item_rows, item_embeddings, excluded,
+                first_seen, rerank, k, exec_properties.get("diversity_feature") or "")
 
         exact = recommender(two_stage.ExactIndex(item_ids, item_embeddings, k))
         # The index serves the retrieval stage: `fetch` items per query.

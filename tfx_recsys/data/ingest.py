@@ -329,11 +329,10 @@ def unknown_reason(table_path: str, what: str) -> str:
     return f"unknown {what} (no accepted row in {table_path})"
 
 
-def join(number: int, interaction: Row, users: Mapping[str, Row],
-         items: Mapping[str, Row], config: dc.DatasetConfig
-         ) -> Union[Row, Reject]:
-    """The interaction with its user's and item's features, or a Reject when
-    either has no accepted row in its table."""
+def unknown_key(number: int, interaction: Row, users: Mapping[str, Row],
+                items: Mapping[str, Row], config: dc.DatasetConfig) -> Optional[Reject]:
+    """A Reject when the interaction's user or item has no accepted row in
+    its table, else None."""
     spec = config.interactions
     for key, table, column, what in ((dc.USER_ID, users, spec.user, "user"),
                                      (dc.ITEM_ID, items, spec.item, "item")):
@@ -341,8 +340,21 @@ def join(number: int, interaction: Row, users: Mapping[str, Row],
             path = (config.users if what == "user" else config.items).path
             return Reject("interactions", spec.path, number, column,
                           unknown_reason(path, what), raw_text(interaction[key]))
-    return {**users[interaction[dc.USER_ID]], **items[interaction[dc.ITEM_ID]],
-            **interaction}
+    return None
+
+
+def with_features(row: Row, users: Mapping[str, Row], items: Mapping[str, Row]) -> Row:
+    """The row with its user's and item's features (the row's own values win)."""
+    return {**users[row[dc.USER_ID]], **items[row[dc.ITEM_ID]], **row}
+
+
+def join(number: int, interaction: Row, users: Mapping[str, Row],
+         items: Mapping[str, Row], config: dc.DatasetConfig
+         ) -> Union[Row, Reject]:
+    """The interaction with its user's and item's features, or a Reject when
+    either has no accepted row in its table."""
+    reject = unknown_key(number, interaction, users, items, config)
+    return reject if reject is not None else with_features(interaction, users, items)
 
 
 # --------------------------------------------------------------------------

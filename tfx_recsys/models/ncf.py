@@ -268,7 +268,7 @@ def fit(config: NcfConfig, users: np.ndarray, items: np.ndarray, num_users: int,
                     config.epochs)
         neumf = build(config, num_users, num_items)
         init_from_pretrained(neumf, gmf, mlp, config.alpha)
-        return train(neumf, tf.keras.optimizers.SGD(config.pretrain_learning_rate),
+        return train(neumf, training.SparseSGD(config.pretrain_learning_rate),
                      2 * config.epochs)
     return train(build(config, num_users, num_items), optimizer(), 0)
 

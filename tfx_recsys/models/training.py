@@ -4,6 +4,7 @@ a model reads, and saving it behind raw-feature signatures (export.py)."""
 import dataclasses
 from typing import Tuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform.tf_metadata import schema_utils
@@ -73,13 +74,17 @@ def user_history(fn_args, dataset: DatasetConfig) -> export.UserHistory:
         fn_args.train_files,
         tfxio.TensorFlowDatasetOptions(batch_size=_HISTORY_BATCH, shuffle=False,
                                        num_epochs=1), schema)
+    # Fixed-width byte arrays per batch: no Python object per train example.
     users, items, timestamps = [], [], []
     for batch in keys.as_numpy_iterator():
-        users.extend(batch[features.RAW_USER_ID].ravel())
-        items.extend(batch[features.RAW_ITEM_ID].ravel())
-        timestamps.extend(batch[features.RAW_TIMESTAMP].ravel())
-    return export.UserHistory(*export.latest_items(users, items, timestamps,
-                                                   dataset.history_length))
+        users.append(batch[features.RAW_USER_ID].ravel().astype(bytes))
+        items.append(batch[features.RAW_ITEM_ID].ravel().astype(bytes))
+        timestamps.append(batch[features.RAW_TIMESTAMP].ravel())
+    if not users:
+        return export.UserHistory([], [], [])
+    return export.UserHistory(*export.latest_items(
+        np.concatenate(users), np.concatenate(items), np.concatenate(timestamps),
+        dataset.history_length))
 
 
 def train_and_save(fn_args, hparams, build_model) -> None:
@@ -102,9 +107,72 @@ def save(model, fn_args, inputs: TrainingInputs, use_recency: bool) -> None:
     export.save(module, fn_args.serving_model_dir, inputs.dataset)
 
 
+# Embedding tables with at least this many rows get lazy (row-wise) updates.
+LAZY_UPDATE_MIN_ROWS = 50_000
+
+
+class LazyAdam(tf.keras.optimizers.Adam):
+    """Adam that, for a large embedding table, updates only the batch's rows.
+
+    Keras' Adam (and SGD) turn a sparse gradient into a dense update of the
+    whole table every step (decaying every row's moments and moving every
+    row), so a step costs O(table rows): on 2 cores 216 ms at a million
+    64-wide rows against 2 ms at 10,000. Here tables with at least
+    `lazy_min_rows` rows get the lazy variant (as in TF Addons' LazyAdam):
+    the rows in the batch get the usual Adam update from their own moments,
+    the other rows and their moments are left as they are. Smaller tables
+    and dense weights get Keras' Adam unchanged, so models of MovieLens size
+    train exactly as before.
+    """
+
+    def __init__(self, learning_rate=0.001, lazy_min_rows: int = LAZY_UPDATE_MIN_ROWS,
+                 **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.lazy_min_rows = lazy_min_rows
+
+    def update_step(self, gradient, variable):
+        if not (isinstance(gradient, tf.IndexedSlices)
+                and variable.shape[0] >= self.lazy_min_rows):
+            return super().update_step(gradient, variable)
+        # The optimizer has already summed duplicate indices.
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = (tf.cast(self.learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step))
+                 / (1 - tf.pow(beta_1, step)))
+        index = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[index], self._velocities[index]
+        rows = gradient.indices
+        m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * gradient.values
+        v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(gradient.values)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        variable.scatter_sub(tf.IndexedSlices(
+            alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+    def get_config(self):
+        return {**super().get_config(), "lazy_min_rows": self.lazy_min_rows}
+
+
+class SparseSGD(tf.keras.optimizers.SGD):
+    """Plain SGD (no momentum) whose sparse updates touch only the batch's
+    rows. Keras' SGD keeps a momentum slot even at momentum 0 and updates
+    every row from it each step; without momentum that dense update adds
+    zeros, so this gives the same weights at O(batch) cost."""
+
+    def __init__(self, learning_rate=0.01, **kwargs):
+        super().__init__(learning_rate, momentum=0.0, **kwargs)
+
+    def update_step(self, gradient, variable):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable)
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        variable.scatter_sub(tf.IndexedSlices(gradient.values * lr, gradient.indices))
+
+
 def optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
-    optimizers = {"adagrad": tf.keras.optimizers.Adagrad,
-                  "adam": tf.keras.optimizers.Adam}
+    """Adagrad, or Adam with lazy updates of large tables (LazyAdam)."""
+    optimizers = {"adagrad": tf.keras.optimizers.Adagrad, "adam": LazyAdam}
     if name not in optimizers:
         raise ValueError(f"unknown optimizer {name!r}; use one of {sorted(optimizers)}")
     return optimizers[name](learning_rate)

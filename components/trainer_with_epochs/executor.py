@@ -1,0 +1,45 @@
+"""Executor of the Trainer with epochs (TFX glue; the rule is in epochs.py)."""
+
+from typing import Any, Dict, List
+
+from absl import logging
+from tfx import types
+from tfx.components.trainer import executor as trainer_executor
+from tfx.types import standard_component_specs
+from tfx.utils import json_utils
+
+from tfx_recsys.components.trainer_with_epochs import epochs as epochs_lib
+
+
+def with_epochs(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
+    """The execution properties GenericExecutor should see: when `epochs` is
+    set, custom_config with its "epochs" entry replaced; else as they are.
+
+    custom_config travels as a JSON string (the component serialises the
+    dict; on Kubeflow it may be the trainer_custom_config parameter's value),
+    and TFX's fn_args reads it back with json_utils, so it is decoded and
+    re-encoded the same way.
+    """
+    epochs = exec_properties.get(epochs_lib.EPOCHS_KEY)
+    if epochs is None:
+        return exec_properties
+    key = standard_component_specs.CUSTOM_CONFIG_KEY
+    custom_config = json_utils.loads(exec_properties.get(key) or "null")
+    merged = epochs_lib.merge_epochs(custom_config, epochs)
+    # Say so when the two disagree: the run then trains other epochs than
+    # the custom_config recorded with it shows.
+    previous = (custom_config or {}).get(epochs_lib.EPOCHS_KEY)
+    if previous != merged[epochs_lib.EPOCHS_KEY]:
+        logging.info("the epochs property (%d) replaces custom_config's epochs (%r)",
+                     merged[epochs_lib.EPOCHS_KEY], previous)
+    return {**exec_properties, key: json_utils.dumps(merged)}
+
+
+class Executor(trainer_executor.GenericExecutor):
+    """TFX's GenericExecutor (run_fn), with the `epochs` property applied to
+    custom_config first."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        super().Do(input_dict, output_dict, with_epochs(exec_properties))
