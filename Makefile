@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput lock clean
+.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput bench-scale lock clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,12 @@ bench-quality: setup
 # Training throughput of the pipeline's Trainer against a bare TFRS loop.
 bench-throughput: setup
 	$(VENV_PY) bench/throughput.py
+
+# The whole pipeline on synthetic data of 1M and 10M interactions: wall
+# time and peak memory per component (about 1.5 hours on 2 cores; not part
+# of `make bench`).
+bench-scale: setup
+	$(VENV_PY) bench/scale.py
 
 # Re-resolve the lock after editing requirements/requirements.in.
 lock: | $(UV)

@@ -1,0 +1,63 @@
+"""bench/scale.py's measuring parts: progress-line windows, process-tree
+memory and the table (the runs themselves are `make bench-scale`)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "bench", "scale.py")
+
+
+@pytest.fixture(scope="module")
+def scale():
+    spec = importlib.util.spec_from_file_location("bench_scale", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_component_windows_pair_running_and_done_lines(scale):
+    lines = [(1.0, "  ExampleGen                 running ..."),
+             (2.0, "noise"),
+             (5.0, "  ExampleGen                 done in    3.9 s"),
+             (5.5, "  Trainer                    running ..."),
+             (9.0, "  Trainer                    done in    3.4 s")]
+    assert scale.component_windows(lines) == [("ExampleGen", 1.0, 5.0, 3.9),
+                                             ("Trainer", 5.5, 9.0, 3.4)]
+
+
+def test_tree_memory_counts_child_processes(scale):
+    child = subprocess.Popen([sys.executable, "-c",
+                              "x = bytearray(200 << 20); import time; time.sleep(30)"])
+    try:
+        own = scale.tree_rss_bytes(os.getpid())
+        deadline = time.monotonic() + 20
+        while scale.tree_rss_bytes(os.getpid()) < own + (150 << 20):
+            assert time.monotonic() < deadline, "the child's 200 MiB never showed"
+            time.sleep(0.1)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_sampler_peak_is_within_the_window(scale):
+    sampler = scale.MemorySampler(os.getpid())
+    sampler.samples = [(0.0, 10), (1.0, 50), (2.0, 20)]
+    assert sampler.peak() == 50
+    assert sampler.peak(1.5, 3.0) == 20
+
+
+def test_markdown_has_a_row_per_component_and_the_verdict(scale):
+    component = {"component": "Transform", "seconds": 12.0, "peak_rss_gib": 2.5}
+    result = {"sizes": scale.SIZES["10M"], "generate_seconds": 20.0,
+              "wall_seconds": 100.0, "peak_rss_gib": 7.5, "data_bytes": 2 ** 30,
+              "components": [component]}
+    text = scale.markdown({"10M": result})
+    assert "| Transform | 12 s / 2.50 GiB |" in text
+    assert "**100 s / 7.50 GiB**" in text
+    assert "peak RSS 7.50 GiB vs target <= 8 GiB: met" in text
