@@ -56,8 +56,8 @@ def version_of(server):
 
 
 def wait_for_version(server, version, seconds=30.0):
-    # Generous: loading the two-stage model while three clients keep the two
-    # cores busy took over 10 s in one CI run; what is tested is the swap.
+    # Generous: in one CI run a new version, loaded while three clients kept
+    # the two cores busy, did not show within 10 s; what is tested is the swap.
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if version_of(server) == version:
