@@ -354,22 +354,6 @@ def train_facts(train_rows: Iterable[dict], rerank: config.RerankConfig
     return excluded, first_seen
 
 
-def build_from_rows(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
-                    item_embeddings: np.ndarray, train_rows: Iterable[dict],
-                    rerank: config.RerankConfig, k: int,
-                    diversity_feature: str = "") -> TwoStageRecommender:
-    """build() from the pipeline's raw example rows ({feature: values}).
-
-    item_rows: the items split (item_id and item features); train_rows: the
-    train split (user_id, item_id, timestamp, rating when the data has one),
-    read once.
-    """
-    excluded, first_seen = train_facts(train_rows, rerank)
-    return build_from_facts(retrieval_model, ranker_model, index, item_rows,
-                            item_embeddings, excluded, first_seen, rerank, k,
-                            diversity_feature)
-
-
 def build_from_facts(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
                      item_embeddings: np.ndarray, excluded: Mapping[str, Sequence[str]],
                      first_seen: Mapping[str, int], rerank: config.RerankConfig, k: int,
