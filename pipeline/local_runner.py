@@ -56,7 +56,9 @@ def run(data_path: str, root: str,
         ranking: Optional[config.NcfConfig] = None,
         beam_pipeline_args: Optional[List[str]] = None,
         enable_cache: bool = True, metadata: Optional[str] = None,
-        schema: Optional[str] = None, **pipeline_settings) -> RunPaths:
+        schema: Optional[str] = None,
+        process_per_component: Optional[bool] = None,
+        **pipeline_settings) -> RunPaths:
     """Builds and runs the pipeline on `data_path`; returns the run's paths.
 
     dataset: the data contract (default: the synthetic/native config).
@@ -70,6 +72,11 @@ def run(data_path: str, root: str,
       <root>/metadata.url), else <root>/metadata.sqlite.
     schema: a raw-example schema file to validate against instead of the one
       the dataset config implies (schema_path()), e.g. one with value domains.
+    process_per_component: run each component in a process of its own, so
+      that the memory one component used is free for the next (as on
+      Kubeflow); costs 5-15 s of start-up per component. None (default):
+      only when the data under `data_path` reach
+      config.PROCESS_PER_COMPONENT_MIN_BYTES.
     `pipeline_settings` go to create_pipeline() as they are (e.g. top_ks,
     blessing, index_gate, serving_top_k, rerank, ranking_run_fn).
 
@@ -104,8 +111,19 @@ def run(data_path: str, root: str,
         _check_store(store, connection)
         if metadata is not None:
             _record_metadata_location(paths.root, store)
-        _run_local_dag(pipeline, connection, lock)
+        if process_per_component is None:
+            process_per_component = (data_size_bytes(data_path)
+                                     >= config.PROCESS_PER_COMPONENT_MIN_BYTES)
+        _run_local_dag(pipeline, connection, lock, process_per_component)
     return paths
+
+
+def data_size_bytes(data_path: str) -> int:
+    """Bytes in the file `data_path`, or in the files under the directory."""
+    if os.path.isfile(data_path):
+        return os.path.getsize(data_path)
+    return sum(os.path.getsize(os.path.join(folder, name))
+               for folder, _, names in os.walk(data_path) for name in names)
 
 
 def schema_path(dataset: "dataset_config.DatasetConfig", root: str) -> str:
@@ -443,8 +461,11 @@ class _RunLock:
         os.fsync(self._fd)
 
 
-def _run_local_dag(pipeline, connection, lock: _RunLock) -> None:
-    """LocalDagRunner.run(pipeline), with its run id recorded in the lock."""
+def _run_local_dag(pipeline, connection, lock: _RunLock,
+                   process_per_component: bool = False) -> None:
+    """LocalDagRunner.run(pipeline), with its run id recorded in the lock;
+    with process_per_component, each component in a process of its own
+    (_run_nodes_in_processes)."""
     from absl import logging
     from tfx.dsl.compiler import constants
     from tfx.orchestration.local import local_dag_runner
@@ -466,7 +487,10 @@ def _run_local_dag(pipeline, connection, lock: _RunLock) -> None:
         ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     lock.write({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname()})
     try:
-        local_dag_runner.LocalDagRunner().run_with_ir(ir)
+        if process_per_component:
+            _run_nodes_in_processes(ir, os.path.dirname(lock.path))
+        else:
+            local_dag_runner.LocalDagRunner().run_with_ir(ir)
     finally:
         # Executions an exception left RUNNING (e.g. KeyboardInterrupt).
         try:
@@ -478,6 +502,111 @@ def _run_local_dag(pipeline, connection, lock: _RunLock) -> None:
                               "FAILED; the next run in this root will", run_id)
         else:
             lock.write({})
+
+
+def _run_nodes_in_processes(ir, root: str) -> None:
+    """What LocalDagRunner.run_with_ir does, each component in a child
+    process (node_process.py) that ends when the component does.
+
+    The same launcher and store, so caching, lineage and the run id are as
+    in one process; what a component allocated is returned to the system
+    before the next one starts. Costs a Python start and a TensorFlow import
+    (5-15 s) per component. Progress is logged in the parent, with
+    LocalDagRunner's own messages, so the CLI's progress lines do not change.
+    """
+    import logging as std_logging
+    import subprocess
+    import sys
+    import tempfile
+
+    from absl import logging
+
+    from tfx_recsys.pipeline import node_process
+
+    for stale in os.listdir(root):  # of a killed run (this one holds the lock)
+        if stale.startswith(_NODES_DIR_PREFIX):
+            shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
+    work_dir = tempfile.mkdtemp(prefix=_NODES_DIR_PREFIX, dir=root)
+    try:
+        ir_path = os.path.join(work_dir, "pipeline.pb")
+        with open(ir_path, "wb") as f:
+            f.write(ir.SerializeToString())
+        env = dict(os.environ)
+        # The child imports what this process can: the package, and any
+        # module a test or a user put on sys.path for a run_fn.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+        env[node_process.PARENT_PID_ENV] = str(os.getpid())
+        log_files = [h.baseFilename for h in std_logging.getLogger().handlers
+                     if isinstance(h, std_logging.FileHandler)]
+        env.pop(node_process.LOG_FILE_ENV, None)
+        if log_files:
+            env[node_process.LOG_FILE_ENV] = log_files[0]
+        for node in ir.nodes:
+            node_id = node.pipeline_node.node_info.id
+            if node.pipeline_node.execution_options.HasField("skip"):
+                logging.info("Skipping component %s.", node_id)
+                continue
+            logging.info("Component %s is running.", node_id)
+            if _light_node(node.pipeline_node):  # logs its own cache use
+                node_process.launch_node(ir, node_id)
+            else:
+                result_path = os.path.join(work_dir, f"{node_id}.result")
+                child = subprocess.Popen(
+                    [sys.executable, "-m", node_process.__name__, ir_path, node_id,
+                     result_path], env=env)
+                logging.info(CHILD_PROCESS_MESSAGE, node_id, child.pid)
+                _wait_for_child(child)
+                result = _read_node_result(result_path, node_id)
+                if result["error"] is not None:
+                    raise result["error"]
+                if result["cached_execution"] is not None:
+                    logging.info("A cached execution %d is used.",
+                                 result["cached_execution"])
+            logging.info("Component %s is finished.", node_id)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+CHILD_PROCESS_MESSAGE = "Component %s runs in process %d."
+_NODES_DIR_PREFIX = ".nodes-"  # <root>/.nodes-*: the IR and the children's results
+
+# Components that read or write little: a process of their own would cost
+# more start-up than the memory it gives back.
+_LIGHT_NODE_TYPES = ("Importer", "Resolver", "ImportSchemaGen", "ExampleValidator",
+                     "AnomaliesGate")
+
+
+def _light_node(pipeline_node) -> bool:
+    return pipeline_node.node_info.type.name.rsplit(".", 1)[-1] in _LIGHT_NODE_TYPES
+
+
+def _wait_for_child(child) -> None:
+    """Waits for a component's process; if this one is interrupted first
+    (Ctrl-C, SIGTERM as an exception), stops the child before going on."""
+    import subprocess
+
+    try:
+        child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+
+
+def _read_node_result(path: str, node_id: str) -> Dict:
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError):
+        raise RuntimeError(
+            f"component {node_id} ended without a result (killed, e.g. by the "
+            f"out-of-memory killer?); see the run's log") from None
 
 
 def fail_abandoned_executions(connection, run_id: str, pipeline_root: str,

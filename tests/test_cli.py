@@ -64,13 +64,16 @@ def test_run_on_a_directory_missing_a_file(tiny_data, tmp_path):
                           "missing users.csv")
 
 
+@pytest.mark.parametrize("process_per_component", ["off", "on"])
 def test_run_stops_when_too_many_rows_are_rejected_naming_file_and_row(
-        tiny_data, tmp_path):
+        tiny_data, tmp_path, process_per_component):
     # One bad row of 81 is over the default 1% limit: the run stops and says
-    # which file, which row and why, and where the full list is.
+    # which file, which row and why, and where the full list is; also when
+    # ExampleGen fails in a process of its own.
     data, line = copy_with_extra_row(tiny_data, tmp_path / "data", "items.csv",
                                      "i999,Broken,nineteen-ninety,Drama")
-    proc = recsys("run", "--data", data, "--root", str(tmp_path / "r"))
+    proc = recsys("run", "--data", data, "--root", str(tmp_path / "r"),
+                  "--process-per-component", process_per_component)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "items.csv: 1 of 81 rows rejected" in proc.stderr

@@ -227,6 +227,8 @@ def cmd_run(args) -> int:
                              beam_pipeline_args=beam, metadata=args.metadata,
                              enable_cache=not args.no_cache, blessing=blessing,
                              rerank=rerank, max_eval_users=args.max_eval_users,
+                             process_per_component={"auto": None, "on": True, "off": False}[
+                                 args.process_per_component],
                              **ranking_settings)
     finally:
         logging.getLogger("absl").removeHandler(progress)
@@ -482,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker processes of multi_processing (default: CPUs)")
     beam.add_argument("--beam-arg", action="append", metavar="OPTION",
                       help="a Beam pipeline option, passed through (repeatable)")
+    run.add_argument("--process-per-component", default="auto",
+                     choices=("auto", "on", "off"),
+                     help="run each component in a process of its own, so the memory "
+                          "one used is free for the next (5-15 s of start-up each); "
+                          "auto (default): when the data reach "
+                          f"{config.PROCESS_PER_COMPONENT_MIN_BYTES >> 20} MiB")
     gate = run.add_argument_group("blessing (every check must hold)")
     defaults = config.BlessingConfig()
     gate.add_argument("--blessing-metric", default=defaults.metric,

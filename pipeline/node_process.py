@@ -1,0 +1,139 @@
+"""Runs one component of a compiled pipeline in a process of its own.
+
+The child side of local_runner's process-per-component mode: the parent
+compiles the pipeline once, writes its IR (run id already substituted) to a
+file and starts `python -m tfx_recsys.pipeline.node_process IR NODE RESULT`
+for each component in turn, as Kubeflow starts one container per component.
+What a component allocates (Beam's buffers, TensorFlow's heap, a corpus of a
+million items) then goes back to the system when it ends, instead of adding
+up in one long-lived process.
+
+The child launches the node exactly as LocalDagRunner would (same launcher,
+same ML Metadata store, so caching and lineage do not change) and writes to
+RESULT a pickle of {"cached_execution": id or None, "error": exception or
+None}; the parent re-raises the error, so a DataError that names a file and
+row reaches the user unchanged.
+"""
+
+import logging
+import os
+import pickle
+import signal
+import sys
+from typing import Optional
+
+# Set by the parent: where to append log records (its log file), and its pid.
+LOG_FILE_ENV = "RECSYS_NODE_LOG_FILE"
+PARENT_PID_ENV = "RECSYS_NODE_PARENT_PID"
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_CACHED_MESSAGE = "A cached execution %d is used."
+
+
+def launch_node(ir, node_id: str) -> Optional[int]:
+    """Launches node `node_id` of pipeline IR `ir` (a pipeline_pb2.Pipeline
+    whose run id is substituted) in this process, as LocalDagRunner does;
+    returns the id of the cached execution it reused, or None."""
+    from tfx.orchestration import metadata
+    from tfx.orchestration.local import runner_utils
+    from tfx.orchestration.portable import launcher
+
+    [node] = [n.pipeline_node for n in ir.nodes
+              if n.pipeline_node.node_info.id == node_id]
+    deployment_config = runner_utils.extract_local_deployment_config(ir)
+    connection = deployment_config.metadata_connection_config
+    connection_config = getattr(connection, connection.WhichOneof("connection_config"))
+    cached = _CachedExecutionListener()
+    logging.getLogger().addHandler(cached)
+    try:
+        launcher.Launcher(
+            pipeline_node=node,
+            mlmd_connection=metadata.Metadata(connection_config),
+            pipeline_info=ir.pipeline_info,
+            pipeline_runtime_spec=ir.runtime_spec,
+            executor_spec=runner_utils.extract_executor_spec(deployment_config, node_id),
+            custom_driver_spec=runner_utils.extract_custom_driver_spec(
+                deployment_config, node_id)).launch()
+    finally:
+        logging.getLogger().removeHandler(cached)
+    return cached.execution_id
+
+
+class _CachedExecutionListener(logging.Handler):
+    """Notes the execution id when the launcher says it reused a cached one
+    (the launcher reports that only in its log)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.execution_id: Optional[int] = None
+
+    def emit(self, record):
+        if record.msg == _CACHED_MESSAGE and isinstance(record.args, tuple):
+            self.execution_id = int(record.args[0])
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the parent dies, however it dies: a run
+    killed hard must not leave a component running on without it."""
+    parent = int(os.environ.get(PARENT_PID_ENV, "0"))
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the call above
+        os._exit(1)
+
+
+def _configure_logging() -> None:
+    """The parent's log file if it has one, else stderr; INFO, as TFX logs."""
+    from absl import logging as absl_logging
+
+    path = os.environ.get(LOG_FILE_ENV)
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    absl_logging.set_verbosity(absl_logging.INFO)
+
+
+def _picklable(error: BaseException) -> BaseException:
+    """`error` if it survives a pickle round trip, else a RuntimeError with
+    its type and message."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # pylint: disable=broad-except
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def main(argv) -> int:
+    ir_path, node_id, result_path = argv
+    _die_with_parent()
+    _configure_logging()
+    from tfx.proto.orchestration import pipeline_pb2
+
+    ir = pipeline_pb2.Pipeline()
+    with open(ir_path, "rb") as f:
+        ir.ParseFromString(f.read())
+    result = {"cached_execution": None, "error": None}
+    try:
+        result["cached_execution"] = launch_node(ir, node_id)
+    except BaseException as e:  # pylint: disable=broad-except
+        logging.exception("Component %s failed", node_id)
+        result["error"] = _picklable(e)
+    with open(result_path, "wb") as f:
+        pickle.dump(result, f)
+    return 1 if result["error"] is not None else 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip the interpreter's teardown: the result is written, and TensorFlow's
+    # and Beam's threads can abort a process at exit, which would read as a
+    # crash of a component that succeeded.
+    os._exit(code)
