@@ -467,15 +467,16 @@ def test_a_broken_version_is_skipped(start_server, pushed, copy_of_serving_dir, 
 
 
 @pytest.mark.parametrize("parent_ignores_sigint", [False, True])
-def test_run_server_prints_its_url_and_stops_on_ctrl_c(copy_of_serving_dir, pushed,
-                                                       parent_ignores_sigint):
-    code = ("import sys; from tfx_recsys.serving.http_server import run_server; "
-            f"run_server(sys.argv[1], {MODEL!r}, port=0)")
+def test_serve_prints_its_url_and_stops_on_ctrl_c(pushed, tmp_path, parent_ignores_sigint):
+    """`recsys serve` (run_server) on a run root, stopped by Ctrl-C: exit 0."""
+    root = tmp_path / "root"
+    push(pushed[1], str(root / "serving" / MODEL), pushed[0])
     # A shell's background job (nohup ... &) starts with SIGINT ignored, and
     # Python would keep it so: the server must still stop on Ctrl-C.
     ignore = ((lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
               if parent_ignores_sigint else None)
-    proc = subprocess.Popen([sys.executable, "-c", code, copy_of_serving_dir],
+    proc = subprocess.Popen([sys.executable, "-m", "tfx_recsys.cli", "serve", "--root",
+                             str(root), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=ignore)
     try:
@@ -489,8 +490,9 @@ def test_run_server_prints_its_url_and_stops_on_ctrl_c(copy_of_serving_dir, push
         assert conn.getresponse().status == 200
         conn.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        code = proc.wait(timeout=30)
         stderr = proc.stderr.read()
+        assert code == 0, stderr
         assert "Traceback" not in stderr, stderr
     finally:
         if proc.poll() is None:
