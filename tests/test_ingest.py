@@ -614,3 +614,16 @@ def test_component_checks_the_config_and_fingerprints_the_configured_files(tiny_
     assert set(component.outputs) == {"examples", "items", "users"}
     with pytest.raises(dc.ConfigError):
         example_gen.InteractionsExampleGen(input_base="/data", dataset='{"name": "x"}')
+
+
+def test_grouped_interactions_are_packed_small_and_unpacked_whole():
+    from tfx_recsys.components.interactions_example_gen import executor
+
+    rated = {"user_id": "u1", "item_id": "i7", "timestamp": 1600000000, "rating": 4.0}
+    unrated = {"user_id": "u1", "item_id": "i7", "timestamp": 1600000000}
+    for row in (rated, unrated):
+        packed = executor._pack((12, row))
+        assert executor._unpack("u1", packed) == (12, row)
+        assert len(packed) < 60  # the user id travels once, as the group's key
+    with pytest.raises(ValueError, match=r"\['source'\] would be lost"):
+        executor._pack((1, {**rated, "source": "web"}))

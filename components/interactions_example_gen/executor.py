@@ -2,9 +2,10 @@
 `tfx_recsys/data/ingest.py` and `splitting.py`).
 
 The pipeline, per table: read and type the rows in file order (one worker
-per file: `ingest.parse_table`), rejected rows to a side output; then join
-each interaction with its user and item (side inputs), group by user, split,
-add the behaviour features, serialise and write. A last step gathers the
+per file: `ingest.parse_table`), rejected rows to a side output; then group
+the interactions by user and, per user, check each one's user and item
+against their tables (side inputs), split, add the behaviour and user/item
+features, serialise and write. A last step gathers the
 rejected rows and counts into `rejected_rows.csv` and `ingest_report.json`
 under the examples artifact; `Do` reads the report back, records it on the
 artifact and fails the run if too many rows were rejected.
@@ -79,28 +80,57 @@ class _ReadTable(beam.DoFn):
         yield beam.pvalue.TaggedOutput(_COUNTS, (table, rows, filtered))
 
 
-def _check_keys(numbered, users, items, config: dc.DatasetConfig):
-    """(row number, interaction) -> (user_id, interaction), or a Reject when
-    its user or item is unknown. The features are joined after the split:
-    grouping by user moves only the interactions' own columns."""
+def _pack(numbered) -> bytes:
+    """(row number, interaction) as one small bytes object for the
+    group-by-user. Beam's in-memory runner keeps every grouped value until
+    its group is read, so values are kept small: a pickled tuple of the
+    number and the values without the user id (the group's key), about 40
+    bytes against 360 for the row's dict."""
     number, interaction = numbered
-    reject = ingest.unknown_key(number, interaction, users, items, config)
-    if reject is not None:
-        yield beam.pvalue.TaggedOutput(_REJECTED, reject)
-    else:
-        yield interaction[dc.USER_ID], interaction
+    unknown = set(interaction) - {dc.USER_ID, *_PACKED_KEYS}
+    if unknown:
+        raise ValueError(f"_pack: interaction field(s) {sorted(unknown)} would be lost")
+    values = tuple(interaction[key] for key in _PACKED_KEYS if key in interaction)
+    return pickle.dumps((number,) + values, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _pack(interaction: dict) -> bytes:
-    """An interaction as one bytes object for the group-by-user. Beam's
-    in-memory runner keeps every grouped value as a Python object until the
-    group is read: a dict per interaction takes about 360 bytes, its pickle
-    about 130 (3.6 GB against 1.3 GB at 10M interactions)."""
-    return pickle.dumps(interaction, protocol=pickle.HIGHEST_PROTOCOL)
+# Item and timestamp are in every interaction, the rating when configured.
+_PACKED_KEYS = (dc.ITEM_ID, dc.TIMESTAMP, dc.RATING)
 
 
-def _unpack(packed: bytes) -> dict:
-    return pickle.loads(packed)
+def _unpack(user_id: str, packed: bytes):
+    """_pack's inverse: (row number, interaction)."""
+    number, *values = pickle.loads(packed)
+    return number, {dc.USER_ID: user_id, **dict(zip(_PACKED_KEYS, values))}
+
+
+def _user_examples(group, users, items, config: dc.DatasetConfig, cut):
+    """One user's packed interactions -> (split, example row) pairs with
+    behaviour and user/item features; an interaction whose user or item has
+    no accepted row goes to the `rejected` output instead.
+
+    Keys are checked here, after the grouping, so that the users and items
+    tables are held once (in this step's side inputs), not once for a check
+    before the grouping and again for the feature join after it."""
+    user_id, packed = group
+    known = []
+    for number, interaction in (_unpack(user_id, p) for p in packed):
+        reject = ingest.unknown_key(number, interaction, users, items, config)
+        if reject is not None:
+            yield beam.pvalue.TaggedOutput(_REJECTED, reject)
+        else:
+            known.append(interaction)
+    for split, row in splitting.user_examples(known, config.split, config.history_length,
+                                              cut):
+        yield split, ingest.with_features(row, users, items)
+
+
+def _known_timestamp(numbered, users, items, config: dc.DatasetConfig):
+    """[timestamp] of an interaction whose user and item are known, else []."""
+    number, interaction = numbered
+    if ingest.unknown_key(number, interaction, users, items, config) is not None:
+        return []
+    return [interaction[dc.TIMESTAMP]]
 
 
 class _WriteRecords(beam.PTransform):
@@ -146,48 +176,45 @@ def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
     users = read["users"].rows | "KeyUsers" >> beam.Map(lambda r: (r[dc.USER_ID], r))
     items = read["items"].rows | "KeyItems" >> beam.Map(lambda r: (r[dc.ITEM_ID], r))
     users, items = beam.pvalue.AsDict(users), beam.pvalue.AsDict(items)
-    joined = read["interactions"].rows | "CheckKeys" >> beam.FlatMap(
-        _check_keys, users=users, items=items,
-        config=config).with_outputs(_REJECTED, main="rows")
+    interactions = read["interactions"].rows
 
     split = config.split
     cut = split.cut_timestamp
     if split.kind == "global_time" and cut is None:
         cut = beam.pvalue.AsSingleton(
-            joined.rows
-            | "Timestamps" >> beam.Map(lambda kv: kv[1][dc.TIMESTAMP])
+            interactions
+            | "Timestamps" >> beam.FlatMap(_known_timestamp, users=users, items=items,
+                                           config=config)
             | "AllTimestamps" >> beam.combiners.ToList()
             # No interaction left: no cut (check_report then explains why).
             | "Cut" >> beam.Map(lambda timestamps: splitting.global_time_cut(
                 timestamps, split.eval_fraction) if timestamps else None))
-    train, evaluation = (
-        joined.rows
-        | "Pack" >> beam.Map(lambda kv: (kv[0], _pack(kv[1])))
+    examples_by_user = (
+        interactions
+        | "Pack" >> beam.Map(lambda numbered: (numbered[1][dc.USER_ID], _pack(numbered)))
         | "GroupByUser" >> beam.GroupByKey()
-        | "Split" >> beam.FlatMap(
-            lambda kv, cut: splitting.user_examples(map(_unpack, kv[1]), split,
-                                                    config.history_length, cut),
-            cut=cut)
+        | "Split" >> beam.FlatMap(_user_examples, users=users, items=items,
+                                  config=config, cut=cut).with_outputs(
+                                      _REJECTED, main="rows"))
+    train, evaluation = (
+        examples_by_user.rows
         | "Partition" >> beam.Partition(lambda pair, _: 0 if pair[0] == _TRAIN else 1, 2))
 
     def serialize(rows, name, columns):
         return rows | f"ToExample[{name}]" >> beam.Map(splitting.to_tf_example, columns)
 
-    def with_features(pairs, name):
-        return pairs | f"Features[{name}]" >> beam.Map(
-            lambda pair, users, items: ingest.with_features(pair[1], users, items),
-            users=users, items=items)
-
     interaction_columns = config.interaction_columns()
     records = {
-        _TRAIN: serialize(with_features(train, _TRAIN), _TRAIN, interaction_columns),
-        _EVAL: serialize(with_features(evaluation, _EVAL), _EVAL, interaction_columns),
+        _TRAIN: serialize(train | "TrainRows" >> beam.Values(), _TRAIN,
+                          interaction_columns),
+        _EVAL: serialize(evaluation | "EvalRows" >> beam.Values(), _EVAL,
+                         interaction_columns),
         pipeline_config.ITEMS_SPLIT: serialize(read["items"].rows, "items",
                                                config.item_columns()),
         USERS_SPLIT: serialize(read["users"].rows, "users", config.user_columns()),
     }
 
-    rejects = ([r[_REJECTED] for r in read.values()] + [joined[_REJECTED]]
+    rejects = ([r[_REJECTED] for r in read.values()] + [examples_by_user[_REJECTED]]
                | "AllRejects" >> beam.Flatten())
     counts = [r[_COUNTS] for r in read.values()] | "AllCounts" >> beam.Flatten()
     examples = ([pcoll
