@@ -186,8 +186,13 @@ class ItemKnn(_Baseline):
                                    dtype=np.float64).ravel())
         by_user = train.astype(np.float64)             # [users, items]
         by_item = by_user.T.tocsr()                     # [items, users]
-        # Per block: int32 neighbour columns, float32 values, neighbours per row.
-        cols, values, per_row = [], [], []
+        # The result's arrays, filled block by block: at most k entries per
+        # row, so no concatenation (which would hold the similarities twice).
+        # Pages past the last entry are never written, so never resident.
+        cols = np.empty(num_items * k, np.int32)
+        values = np.empty(num_items * k, np.float32)
+        per_row = np.zeros(num_items, np.int64)
+        filled = 0
         for start, stop in self._blocks(by_item, by_user):
             # Co-occurrence of this block's items with every item: sparse [b, items].
             dots = (by_item[start:stop] @ by_user).tocoo()
@@ -198,13 +203,14 @@ class ItemKnn(_Baseline):
             keep = (sim > 0) & (c != r + start)  # no item is its own neighbour
             r, c, sim = r[keep], c[keep], sim[keep]
             chosen = top_k_per_row(r, c, sim, k)  # sorted by row, then column
-            cols.append(c[chosen].astype(np.int32))
-            values.append(sim[chosen].astype(np.float32))
-            per_row.append(np.bincount(r[chosen], minlength=stop - start))
-        indptr = np.concatenate([[0], np.cumsum(np.concatenate(per_row or [[]]))])
+            cols[filled:filled + len(chosen)] = c[chosen]
+            values[filled:filled + len(chosen)] = sim[chosen]
+            filled += len(chosen)
+            per_row[start:stop] = np.bincount(r[chosen], minlength=stop - start)
+        index_type = np.int32 if filled < np.iinfo(np.int32).max else np.int64
+        indptr = np.concatenate([[0], np.cumsum(per_row)]).astype(index_type)
         self.similarity = sp.csr_matrix(
-            (np.concatenate(values or [np.zeros(0, np.float32)]),
-             np.concatenate(cols or [np.zeros(0, np.int32)]), indptr.astype(np.int64)),
+            (values[:filled], cols[:filled].astype(index_type, copy=False), indptr),
             shape=(num_items, num_items), dtype=np.float32)
         return self
 

@@ -36,7 +36,9 @@ BASELINES = (MOST_POPULAR, ITEM_KNN, EASE)
 class Corpus:
     """Every item of items.csv with what evaluation needs, by corpus index.
 
-    rows: raw item rows (for the candidate signature).
+    item_ids: the items' ids; index: id -> corpus index. (Not the item rows:
+      a million of them would travel with every copy of the corpus; the
+      scoring step reads them itself, see executor._ScoreUsers.)
     train_counts: int [items], training interactions per item.
     popularity_rank: float [items], 1 = most popular in train.
     popularity_bucket: per item, 'head', 'torso' or 'tail'.
@@ -44,7 +46,7 @@ class Corpus:
       multi-valued item feature such as genres), for intra-list diversity.
     """
 
-    rows: List[dict]
+    item_ids: List[str]
     index: Dict[str, int]
     train_counts: np.ndarray
     popularity_rank: np.ndarray
@@ -57,7 +59,7 @@ class Corpus:
         return np.flatnonzero(self.train_counts > 0)
 
     def __len__(self):
-        return len(self.rows)
+        return len(self.item_ids)
 
 
 @dataclasses.dataclass
@@ -94,7 +96,8 @@ def popularity_buckets(train_counts: np.ndarray) -> List[str]:
 
 def build_corpus(item_rows: Sequence[dict], train_counts_by_id: Dict[str, int],
                  diversity_feature: str = "genres") -> Corpus:
-    index = {scalar(row, "item_id"): i for i, row in enumerate(item_rows)}
+    item_ids = [scalar(row, "item_id") for row in item_rows]
+    index = {item_id: i for i, item_id in enumerate(item_ids)}
     unknown = set(train_counts_by_id) - set(index)
     if unknown:
         raise ValueError(f"{len(unknown)} train items are not in the item corpus, "
@@ -102,7 +105,7 @@ def build_corpus(item_rows: Sequence[dict], train_counts_by_id: Dict[str, int],
     counts = np.zeros(len(item_rows), np.int64)
     for item_id, count in train_counts_by_id.items():
         counts[index[item_id]] = count
-    return Corpus(rows=list(item_rows), index=index, train_counts=counts,
+    return Corpus(item_ids=item_ids, index=index, train_counts=counts,
                   popularity_rank=metrics.popularity_ranks(counts),
                   popularity_bucket=popularity_buckets(counts),
                   genre_sets=[frozenset(row.get(diversity_feature, []))

@@ -3,18 +3,22 @@
 The eval split is combined per user (earliest row and eval item ids), at
 most `max_eval_users` users are drawn by a seeded hash, and they are scored
 in batches on Beam workers; the item corpus (whose embeddings every score
-needs) is a side input. Nothing holds the train split: the baselines are
-fitted from two integer arrays, and the served model's exclusions are
-gathered for the drawn users only. Per-slice accumulators are merged with a
-CombineFn; only the small final metrics come back to this process.
+needs) is a side input, with ids and diversity features only: the scoring
+step reads the item rows it embeds itself. Nothing holds the train split:
+the scoring step fits the baselines from two integer arrays, and the served
+model's exclusions are gathered for the drawn users only. Per-slice
+accumulators are merged with a CombineFn; only the small final metrics come
+back to this process.
 """
 
 import array
+import ctypes
 import dataclasses
+import gc
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -39,16 +43,27 @@ TWO_STAGE = "two_stage"  # what is served: retrieval -> ranker -> re-ranking
 
 
 class _ReadRows(beam.PTransform):
-    """Raw rows ({feature: values}) of one split of an Examples artifact."""
+    """Raw rows ({feature: values}) of one split of an Examples artifact;
+    only the features in `fields` when given."""
 
-    def __init__(self, examples_uri: str, split: str):
+    def __init__(self, examples_uri: str, split: str, fields: Sequence[str] = ()):
         super().__init__()
         self._pattern = os.path.join(examples_uri, f"Split-{split}", "*")
+        self._fields = tuple(fields)
 
     def expand(self, pipeline):
-        return (pipeline
-                | "Read" >> beam.io.ReadFromTFRecord(self._pattern)
-                | "Parse" >> beam.Map(examples_io.parse_row))
+        records = pipeline | "Read" >> beam.io.ReadFromTFRecord(self._pattern)
+        if self._fields:
+            return records | "Parse" >> beam.Map(examples_io.parse_fields, self._fields)
+        return records | "Parse" >> beam.Map(examples_io.parse_row)
+
+
+def _item_facts(row: dict, diversity_feature: str) -> dict:
+    """What the corpus keeps of an item row: its id and diversity feature."""
+    facts = {"item_id": row["item_id"]}
+    if diversity_feature in row:
+        facts[diversity_feature] = row[diversity_feature]
+    return facts
 
 
 def _train_fields(row: dict) -> Tuple[str, str, int, Optional[float]]:
@@ -58,12 +73,59 @@ def _train_fields(row: dict) -> Tuple[str, str, int, Optional[float]]:
             scalar(row, "rating"))
 
 
-def _user_code(user_id: str) -> int:
-    """A 64-bit code of a user id: tells users apart without keeping the
-    strings (two of 10^8 users share one with odds of about 1 in 4,000, and
-    would only pool their items in the baselines)."""
-    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
+_TRAIN_FIELDS = ("user_id", "item_id", "timestamp", "rating")
+
+
+def _read_train(pipeline, examples_uri: str, name: str):
+    """The train split as _train_fields tuples."""
+    return (pipeline
+            | f"Read{name}" >> _ReadRows(examples_uri, config.TRAIN_SPLIT, _TRAIN_FIELDS)
+            | f"{name}Fields" >> beam.Map(_train_fields))
+
+
+def _id_code(value: str) -> int:
+    """A 64-bit code of an id: tells ids apart without keeping the strings.
+    Two of 10^8 users share one with odds of about 1 in 4,000 (and would
+    only pool their items in the baselines); item codes are checked for
+    clashes (_corpus_indices)."""
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
+
+
+def _corpus_indices(item_codes: np.ndarray, corpus) -> np.ndarray:
+    """int [n]: the corpus index of each item code (_id_code of an item id)."""
+    codes = np.fromiter((_id_code(i) for i in corpus.item_ids), np.int64, len(corpus))
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    if len(sorted_codes) > 1 and (sorted_codes[1:] == sorted_codes[:-1]).any():
+        raise ValueError("two item ids of the corpus share a 64-bit code")
+    found = np.minimum(np.searchsorted(sorted_codes, item_codes), max(len(codes) - 1, 0))
+    if len(item_codes) and (sorted_codes[found] != item_codes).any():
+        raise ValueError("a train item is not in the item corpus")
+    return order[found]
+
+
+def _release_free_memory() -> None:
+    """Hands freed heap pages back to the system (glibc's malloc_trim).
+
+    The earlier Beam stages of this process parse millions of rows; glibc
+    keeps the memory they freed for reuse, so the process would stay at its
+    high-water mark through scoring. No-op where there is no glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _log_memory(step: str) -> None:
+    """Logs this process's resident memory after a step (scale diagnostics)."""
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return
+    logging.info("RetrievalEvaluator: %s, %.2f GiB resident", step, resident / 2**30)
 
 
 class _EarliestEval(beam.CombineFn):
@@ -90,7 +152,7 @@ class _EarliestEval(beam.CombineFn):
 
 
 class _PairArrays(beam.CombineFn):
-    """(user code, item index) pairs -> two int64 arrays, 16 bytes a pair."""
+    """(user code, item code) pairs -> two int64 arrays, 16 bytes a pair."""
 
     def create_accumulator(self):
         return array.array("q"), array.array("q")
@@ -119,9 +181,10 @@ class _ScoreUsers(beam.DoFn):
     accumulator) once per slice per batch.
     """
 
-    def __init__(self, model_dirs: Dict[str, str], ks: List[int],
+    def __init__(self, model_dirs: Dict[str, str], items_uri: str, ks: List[int],
                  ranking: Optional[Dict[str, Any]] = None):
         self._model_dirs = model_dirs
+        self._items_uri = items_uri
         self._ks = ks
         # {"model_dir", "rerank" (RerankConfig), "diversity_feature"} or None.
         self._ranking = ranking
@@ -131,33 +194,50 @@ class _ScoreUsers(beam.DoFn):
                         for name, path in self._model_dirs.items()}
         self._ranker = (two_stage.load_ranker(self._ranking["model_dir"])
                         if self._ranking else None)
-        self._item_embeddings = None
+        self._ready = False
+
+    def _prepare(self, corpus, train_pairs, excluded_rows, first_seen):
+        """Once per worker, from the side inputs: the baselines, every
+        model's item embeddings and the served recommender. The item rows
+        are read here, in corpus order, and dropped once used."""
+        _release_free_memory()
+        _log_memory("preparing")
+        self._item_ids = corpus.item_ids
+        user_codes, item_codes = train_pairs
+        self._baselines = evaluation.fit_baselines_on_indices(
+            user_codes, _corpus_indices(item_codes, corpus), corpus)
+        _release_free_memory()
+        _log_memory("baselines fitted")
+        by_id = {examples_io.scalar(r, "item_id"): r
+                 for r in examples_io.read_rows(self._items_uri, config.ITEMS_SPLIT)}
+        item_rows = [by_id[i] for i in corpus.item_ids]
+        del by_id
+        self._item_embeddings = {name: embedding.embed_items(model, item_rows)
+                                 for name, model in self._models.items()}
+        _log_memory("items embedded")
         self._two_stage = None
+        if self._ranker is not None:
+            embeddings = self._item_embeddings[MODEL]
+            rerank = self._ranking["rerank"]
+            self._two_stage = two_stage.build_from_facts(
+                self._models[MODEL], self._ranker,
+                two_stage.ExactIndex(self._item_ids, embeddings, 1), item_rows, embeddings,
+                two_stage.excluded_items(excluded_rows, rerank), first_seen, rerank,
+                max(self._ks), self._ranking["diversity_feature"])
+        del item_rows
+        _release_free_memory()
+        _log_memory("ready to score")
+        self._ready = True
 
-    def _build_two_stage(self, corpus, excluded_rows, first_seen):
-        """The served recommender with exact retrieval (module two_stage)."""
-        embeddings = self._item_embeddings[MODEL]
-        rerank = self._ranking["rerank"]
-        return two_stage.build_from_facts(
-            self._models[MODEL], self._ranker,
-            two_stage.ExactIndex(self._item_ids, embeddings, 1), corpus.rows, embeddings,
-            two_stage.excluded_items(excluded_rows, rerank), first_seen, rerank,
-            max(self._ks), self._ranking["diversity_feature"])
-
-    def process(self, cases, corpus, fitted_baselines, excluded_rows=None,
-                first_seen=None):
-        if self._item_embeddings is None:  # side inputs arrive with elements
-            self._item_ids = [examples_io.scalar(r, "item_id") for r in corpus.rows]
-            self._item_embeddings = {name: embedding.embed_items(model, corpus.rows)
-                                     for name, model in self._models.items()}
-            if self._ranker is not None:
-                self._two_stage = self._build_two_stage(corpus, excluded_rows, first_seen)
+    def process(self, cases, corpus, train_pairs, excluded_rows=None, first_seen=None):
+        if not self._ready:  # side inputs arrive with elements
+            self._prepare(corpus, train_pairs, excluded_rows, first_seen)
         chunk = evaluation.batch_size_for(len(corpus))
         for start in range(0, len(cases), chunk):
             batch = cases[start:start + chunk]
             rows = [c.user_row for c in batch]
             scores = {name: evaluation.baseline_scores(baseline, batch, corpus)
-                      for name, baseline in fitted_baselines.items()}
+                      for name, baseline in self._baselines.items()}
             for name, model in self._models.items():
                 queries = embedding.embed_users(model, rows)
                 scores[name] = queries @ self._item_embeddings[name].T
@@ -273,14 +353,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                count_path: str):
         """The Beam graph: writes every (model, slice)'s metrics to
         partial_path and the number of eval users to count_path."""
-        train = (pipeline
-                 | "ReadTrain" >> _ReadRows(examples_uri, config.TRAIN_SPLIT)
-                 | "TrainFields" >> beam.Map(_train_fields))
+        # Only steps without side inputs consume `train`, so Beam fuses them
+        # with the read and never holds the split; the drawn users' rows come
+        # from a second read (their filter needs a side input).
+        train = _read_train(pipeline, examples_uri, "Train")
         counts = (train | "TrainItems" >> beam.Map(lambda t: t[1])
                   | "CountItems" >> beam.combiners.Count.PerElement())
         corpus = beam.pvalue.AsSingleton(
             pipeline
             | "ReadItems" >> _ReadRows(items_uri, config.ITEMS_SPLIT)
+            | "ItemFacts" >> beam.Map(_item_facts, diversity_feature)
             | "ItemList" >> beam.combiners.ToList()
             | "Corpus" >> beam.Map(evaluation.build_corpus, beam.pvalue.AsDict(counts),
                                    diversity_feature))
@@ -293,8 +375,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
              | "WriteCount" >> beam.Map(_write_json, count_path))
         drawn = _select_users(eval_users, max_eval_users)
         drawn_ids = beam.pvalue.AsDict(drawn | "DrawnIds" >> beam.Map(lambda kv: (kv[0], 1)))
-        drawn_train = train | "DrawnTrain" >> beam.Filter(lambda t, ids: t[0] in ids,
-                                                          drawn_ids)
+        drawn_train = (_read_train(pipeline, examples_uri, "TrainAgain")
+                       | "DrawnTrain" >> beam.Filter(lambda t, ids: t[0] in ids,
+                                                     drawn_ids))
         cases = ({"train": drawn_train | "KeyTrain" >> beam.Map(lambda t: (t[0], t[1])),
                   "eval": drawn}
                  | "ByUser" >> beam.CoGroupByKey()
@@ -303,15 +386,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                          kv[1]["train"], first, item_ids, corpus)
                          for first, item_ids in list(kv[1]["eval"])[:1]],
                      corpus))
-        fitted_baselines = (
+        # Two int arrays (user and item codes) travel to the scoring step,
+        # which fits the baselines itself: a fitted item-kNN at a million
+        # items is ~1e8 similarities.
+        train_pairs = (
             train
-            | "TrainIndices" >> beam.Map(lambda t, corpus: (_user_code(t[0]),
-                                                            corpus.index[t[1]]), corpus)
-            | "PairArrays" >> beam.CombineGlobally(_PairArrays())
-            | "FitBaselines" >> beam.Map(
-                lambda arrays, corpus: evaluation.fit_baselines_on_indices(
-                    arrays[0], arrays[1], corpus), corpus))
-        side_inputs = [corpus, beam.pvalue.AsSingleton(fitted_baselines)]
+            | "TrainCodes" >> beam.Map(lambda t: (_id_code(t[0]), _id_code(t[1])))
+            | "PairArrays" >> beam.CombineGlobally(_PairArrays()))
+        side_inputs = [corpus, beam.pvalue.AsSingleton(train_pairs)]
         if ranking:
             # What the served model's exclusions and freshness come from: the
             # drawn users' train rows, every item's first train timestamp.
@@ -323,7 +405,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                    | "FirstSeen" >> beam.CombinePerKey(min))]
         return (cases
                 | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
-                | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, ks, ranking), *side_inputs)
+                | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, items_uri, ks, ranking),
+                                        *side_inputs)
                 | "Merge" >> beam.CombinePerKey(_MergeAccumulators())
                 | "Finish" >> beam.Map(lambda kv, corpus: (kv[0], kv[1].result(len(corpus))),
                                        corpus)
