@@ -2,10 +2,12 @@
 
 `make bench-scale` generates the seeded synthetic dataset
 (`tfx_recsys.data.synthetic`) at each size, runs `recsys run` on it in a
-fresh process (in-memory Beam, the default), and samples the resident
-memory of that process and all its children every 0.25 s. Each component's
-wall time comes from the run's own progress lines ("X running ..." /
-"X done in"), and its peak memory is the highest sample taken while it ran.
+fresh process with the defaults (in-memory Beam; each component in a
+process of its own once the data reach 256 MiB, so at 10M but not at 1M),
+and samples the memory of that process and all its children every 0.25 s
+(PSS and RSS, see MEMORY_NOTE). Each component's wall time comes from the
+run's own progress lines ("X running ..." / "X done in"), and its peak
+memory is the highest sample taken while it ran.
 
 Sizes (users / items / interactions):
 
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -55,30 +57,40 @@ def _children(pid: int) -> List[int]:
         return []
 
 
-def _rss_bytes(pid: int) -> int:
-    """Resident memory of `pid` (VmRSS)."""
+def _memory_kib(pid: int) -> Tuple[int, int]:
+    """(RSS, PSS) of `pid` in KiB. PSS shares each page among the processes
+    that map it, so summed over processes it counts a shared library once."""
+    rss = pss = 0
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return rss, pss
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of `pid` and all its descendants (Beam workers)."""
-    total, stack = 0, [pid]
+def tree_memory(pid: int) -> Dict[str, int]:
+    """Memory of `pid` and all its descendants (components in processes of
+    their own, Beam workers), in bytes: `pss` and `rss` summed over the
+    processes, and `largest_rss`, the RSS of the largest one."""
+    memory = {"rss": 0, "pss": 0, "largest_rss": 0}
+    stack = [pid]
     while stack:
         current = stack.pop()
-        total += _rss_bytes(current)
+        rss, pss = (value * 1024 for value in _memory_kib(current))
+        memory["rss"] += rss
+        memory["pss"] += pss
+        memory["largest_rss"] = max(memory["largest_rss"], rss)
         stack.extend(_children(current))
-    return total
+    return memory
 
 
 class MemorySampler(threading.Thread):
-    """Samples tree_rss_bytes(pid) until stopped: [(monotonic time, bytes)]."""
+    """Samples tree_memory(pid) until stopped: [(monotonic time, memory)]."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
@@ -88,15 +100,24 @@ class MemorySampler(threading.Thread):
 
     def run(self):
         while not self._done.is_set():
-            self.samples.append((time.monotonic(), tree_rss_bytes(self._pid)))
+            self.samples.append((time.monotonic(), tree_memory(self._pid)))
             self._done.wait(SAMPLE_SECONDS)
 
     def stop(self):
         self._done.set()
         self.join()
 
-    def peak(self, start: float = float("-inf"), end: float = float("inf")) -> int:
-        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+    def peak(self, key: str = "pss", start: float = float("-inf"),
+             end: float = float("inf")) -> int:
+        return max((memory[key] for t, memory in self.samples if start <= t <= end),
+                   default=0)
+
+    def peaks_gib(self, start: float = float("-inf"), end: float = float("inf")
+                  ) -> Dict[str, float]:
+        """{"peak_pss_gib", "peak_rss_gib", "largest_process_rss_gib"}."""
+        return {f"{name}_gib": self.peak(key, start, end) / GIB
+                for name, key in (("peak_pss", "pss"), ("peak_rss", "rss"),
+                                  ("largest_process_rss", "largest_rss"))}
 
 
 def component_windows(lines):
@@ -154,18 +175,17 @@ def run_size(label: str, sizes: Dict[str, int], root: str, extra: List[str],
         tail = "\n".join(text for _, text in lines[-30:])
         sys.exit(f"[{label}] run failed ({returncode}):\n{tail}")
     windows = component_windows(lines)
-    components = [{"component": name, "seconds": seconds,
-                   "peak_rss_gib": sampler.peak(start, end) / GIB}
+    components = [{"component": name, "seconds": seconds, **sampler.peaks_gib(start, end)}
                   for name, start, end, seconds in windows if seconds >= 0.5]
     if stopped:
         running = [(m.group(1), when) for when, text in lines
                    for m in [_RUNNING.match(text)] if m]
         finished = {name for name, *_ in windows}
         components += [{"component": name, "seconds": None, "stopped": True,
-                        "peak_rss_gib": sampler.peak(since) / GIB}
+                        **sampler.peaks_gib(since)}
                        for name, since in running[-1:] if name not in finished]
     return {"sizes": sizes, "generate_seconds": generate_seconds,
-            "wall_seconds": wall, "peak_rss_gib": sampler.peak() / GIB,
+            "wall_seconds": wall, **sampler.peaks_gib(),
             "stopped_after_seconds": timeout_seconds if stopped else None,
             "components": components,
             "data_bytes": sum(os.path.getsize(os.path.join(data_dir, f))
@@ -183,32 +203,49 @@ def markdown(results: Dict[str, Dict]) -> str:
         found = [c for c in results[label]["components"] if c["component"] == name]
         if not found:
             return "-"
+        memory = _memory_cell(found[0])
         if found[0].get("stopped"):
-            return f"stopped / >= {found[0]['peak_rss_gib']:.2f} GiB"
-        return f"{found[0]['seconds']:.0f} s / {found[0]['peak_rss_gib']:.2f} GiB"
+            return f"stopped / >= {memory}"
+        return f"{found[0]['seconds']:.0f} s / {memory}"
 
     header = "| component | " + " | ".join(
-        f"{label} (time / peak RSS)" for label in labels) + " |"
+        f"{label}: time / peak PSS (RSS summed)" for label in labels) + " |"
     rows = [header, "|---|" + "---|" * len(labels)]
     rows += [f"| {name} | " + " | ".join(cell(label, name) for label in labels) + " |"
              for name in names]
     rows.append("| **whole run** | " + " | ".join(
-        f"**{results[label]['wall_seconds']:.0f} s / "
-        f"{results[label]['peak_rss_gib']:.2f} GiB**" for label in labels) + " |")
+        f"**{results[label]['wall_seconds']:.0f} s / {_memory_cell(results[label])}**"
+        for label in labels) + " |")
     sizes = "; ".join(
         f"{label}: {r['sizes']['num_users']:,} users, {r['sizes']['num_items']:,} "
         f"items, {r['sizes']['num_interactions']:,} interactions "
         f"({r['data_bytes'] / 2**20:.0f} MiB of CSV, generated in "
         f"{r['generate_seconds']:.0f} s)" for label, r in results.items())
     verdicts = [
-        f"- {label}: peak RSS {results[label]['peak_rss_gib']:.2f} GiB vs target "
-        f"<= {target:.0f} GiB: "
-        f"{'met' if results[label]['peak_rss_gib'] <= target else 'NOT met'}"
+        f"- {label}: peak memory {results[label]['peak_pss_gib']:.2f} GiB (PSS summed "
+        f"over the run's processes) vs target <= {target:.0f} GiB: "
+        f"{'met' if results[label]['peak_pss_gib'] <= target else 'NOT met'}; "
+        f"RSS summed {results[label]['peak_rss_gib']:.2f} GiB, largest single process "
+        f"{results[label]['largest_process_rss_gib']:.2f} GiB"
         + (f" (the run was stopped after {results[label]['stopped_after_seconds'] / 60:.0f}"
            " min, before it completed)" if results[label].get("stopped_after_seconds")
            else "")
         for label, target in TARGET_PEAK_GIB.items() if label in results]
-    return "\n".join([sizes + ".", "", *rows, "", *verdicts])
+    return "\n".join([sizes + ".", "", *rows, "", *verdicts, "", MEMORY_NOTE])
+
+
+MEMORY_NOTE = (
+    "Memory: PSS (proportional set size) summed over the run's processes, "
+    "sampled every 0.25 s, is what the run holds: a page that two processes "
+    "share (TensorFlow's libraries, mapped by the run's main process and by "
+    "the component's own process) counts once. RSS summed counts such pages "
+    "once per process.")
+
+
+def _memory_cell(measured: Dict) -> str:
+    if "peak_pss_gib" not in measured:  # saved before PSS was sampled
+        return f"RSS {measured['peak_rss_gib']:.2f} GiB"
+    return f"{measured['peak_pss_gib']:.2f} ({measured['peak_rss_gib']:.2f}) GiB"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -224,30 +261,35 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="no runs: print the table of the last results/scale.json")
     args = parser.parse_args(argv)
 
-    started = time.monotonic()
+    saved_path = os.path.join(RESULTS_DIR, "scale.json")
+    saved = {}
+    if os.path.exists(saved_path):
+        with open(saved_path) as f:
+            saved = json.load(f).get("results", {})
     if args.report_only:
-        with open(os.path.join(RESULTS_DIR, "scale.json")) as f:
-            saved = json.load(f)
-        results, total = saved["results"], saved["total_seconds"]
+        results = saved
     else:
+        # A run of some sizes keeps the saved results of the others.
         timeout = args.timeout_minutes * 60 if args.timeout_minutes else None
-        results = {label: run_size(label, SIZES[label], os.path.join(args.root, label),
-                                   args.run_arg, timeout)
-                   for label in args.sizes}
-        total = time.monotonic() - started
+        results = dict(saved)
+        for label in args.sizes:
+            results[label] = run_size(label, SIZES[label], os.path.join(args.root, label),
+                                      args.run_arg, timeout)
+            results[label]["date"] = datetime.date.today().isoformat()
+    dates = ", ".join(f"{label} on {results[label].get('date', '?')}"
+                      for label in SIZES if label in results)
     text = "\n".join([
         markdown(results), "",
-        f"Generated by `make bench-scale` on {datetime.date.today().isoformat()} "
-        f"({platform.node() or 'host'}, {os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GIB:.0f} GiB) "
-        f"in {total / 60:.1f} min; one training epoch per model, in-memory Beam."])
+        f"Generated by `make bench-scale` ({platform.node() or 'host'}, "
+        f"{os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GIB:.0f} GiB): "
+        f"{dates}; one training epoch per model, in-memory Beam."])
     print("\n" + text)
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(os.path.join(RESULTS_DIR, "scale.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(RESULTS_DIR, "scale.json"), "w") as f:
-        json.dump({"results": results, "total_seconds": total}, f, indent=1,
-                  sort_keys=True)
+        json.dump({"results": results}, f, indent=1, sort_keys=True)
     return 0
 
 

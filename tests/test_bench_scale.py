@@ -35,9 +35,9 @@ def test_tree_memory_counts_child_processes(scale):
     child = subprocess.Popen([sys.executable, "-c",
                               "x = bytearray(200 << 20); import time; time.sleep(30)"])
     try:
-        own = scale.tree_rss_bytes(os.getpid())
+        own = scale.tree_memory(os.getpid())
         deadline = time.monotonic() + 20
-        while scale.tree_rss_bytes(os.getpid()) < own + (150 << 20):
+        while scale.tree_memory(os.getpid())["pss"] < own["pss"] + (150 << 20):
             assert time.monotonic() < deadline, "the child's 200 MiB never showed"
             time.sleep(0.1)
     finally:
@@ -47,17 +47,45 @@ def test_tree_memory_counts_child_processes(scale):
 
 def test_sampler_peak_is_within_the_window(scale):
     sampler = scale.MemorySampler(os.getpid())
-    sampler.samples = [(0.0, 10), (1.0, 50), (2.0, 20)]
+    sampler.samples = [(t, {"pss": pss, "rss": 2 * pss, "largest_rss": pss})
+                       for t, pss in ((0.0, 10), (1.0, 50), (2.0, 20))]
     assert sampler.peak() == 50
-    assert sampler.peak(1.5, 3.0) == 20
+    assert sampler.peak("rss", 1.5, 3.0) == 40
+    assert sampler.peaks_gib(1.5, 3.0)["largest_process_rss_gib"] == 20 / scale.GIB
+
+
+def test_shared_pages_count_once_in_pss_and_twice_in_rss(scale):
+    """A forked child shares its parent's pages: the tree's PSS barely
+    grows, its RSS sum doubles them."""
+    code = ("import os, time; x = bytearray(300 << 20); pid = os.fork()\n"
+            "time.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            memory = scale.tree_memory(parent.pid)
+            if memory["rss"] > (550 << 20) and len(scale._children(parent.pid)) == 1:
+                break
+            assert time.monotonic() < deadline, memory
+            time.sleep(0.1)
+        assert memory["pss"] < memory["rss"] - (250 << 20)
+        assert memory["largest_rss"] > (300 << 20)
+    finally:
+        for child in scale._children(parent.pid):
+            os.kill(child, 9)
+        parent.kill()
+        parent.wait()
 
 
 def test_markdown_has_a_row_per_component_and_the_verdict(scale):
-    component = {"component": "Transform", "seconds": 12.0, "peak_rss_gib": 2.5}
+    memory = {"peak_pss_gib": 2.5, "peak_rss_gib": 3.0, "largest_process_rss_gib": 2.0}
+    component = {"component": "Transform", "seconds": 12.0, **memory}
     result = {"sizes": scale.SIZES["10M"], "generate_seconds": 20.0,
-              "wall_seconds": 100.0, "peak_rss_gib": 7.5, "data_bytes": 2 ** 30,
+              "wall_seconds": 100.0, "peak_pss_gib": 7.5, "peak_rss_gib": 8.5,
+              "largest_process_rss_gib": 6.0, "data_bytes": 2 ** 30,
               "components": [component]}
     text = scale.markdown({"10M": result})
-    assert "| Transform | 12 s / 2.50 GiB |" in text
-    assert "**100 s / 7.50 GiB**" in text
-    assert "peak RSS 7.50 GiB vs target <= 8 GiB: met" in text
+    assert "| Transform | 12 s / 2.50 (3.00) GiB |" in text
+    assert "**100 s / 7.50 (8.50) GiB**" in text
+    assert "peak memory 7.50 GiB (PSS summed over the run's processes) vs target " \
+           "<= 8 GiB: met; RSS summed 8.50 GiB, largest single process 6.00 GiB" in text
