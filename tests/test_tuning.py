@@ -73,3 +73,14 @@ def test_a_setting_that_cannot_return_k_items_is_never_chosen():
                          target_recall=0.0, serving_k=80)
     assert result.chosen.full_share == 1.0
     assert any(t.full_share < 1.0 for t in result.trials)
+
+
+def test_exact_top_k_in_blocks_is_the_same_as_at_once():
+    rng = np.random.default_rng(3)
+    queries = rng.standard_normal((37, 8)).astype(np.float32)
+    items = rng.standard_normal((500, 8)).astype(np.float32)
+    at_once = tuning.exact_top_k(queries, items, 10, block_entries=37 * 500)
+    for block_entries in (500, 5 * 500, 11 * 500 + 3):
+        np.testing.assert_array_equal(
+            tuning.exact_top_k(queries, items, 10, block_entries=block_entries), at_once)
+    assert tuning.exact_top_k(queries[:0], items, 10).shape == (0, 10)
