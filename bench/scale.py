@@ -220,7 +220,8 @@ def markdown(results: Dict[str, Dict]) -> str:
         f"{label}: {r['sizes']['num_users']:,} users, {r['sizes']['num_items']:,} "
         f"items, {r['sizes']['num_interactions']:,} interactions "
         f"({r['data_bytes'] / 2**20:.0f} MiB of CSV, generated in "
-        f"{r['generate_seconds']:.0f} s)" for label, r in results.items())
+        f"{r['generate_seconds']:.0f} s)" for label, r in
+        ((label, results[label]) for label in labels))
     verdicts = [
         f"- {label}: peak memory {results[label]['peak_pss_gib']:.2f} GiB (PSS summed "
         f"over the run's processes) vs target <= {target:.0f} GiB: "
