@@ -105,10 +105,62 @@ def test_train_facts_reads_rows_once_and_genre_matrix():
             for u, i, t, r in [("u1", "a", 5, 4.0), ("u2", "a", 3, 1.0),
                                ("u1", "b", 9, 5.0)])  # a generator: one pass only
     excluded, first_seen = two_stage.train_facts(
-        rows, config.RerankConfig(exclude_seen=False, dislike_below=2.0))
+        rows, config.RerankConfig(exclude_seen=False, dislike_below=2.0,
+                                  freshness_weight=0.5))
     assert excluded == {"u2": ["a"]} and first_seen == {"a": 3, "b": 9}
     matrix = two_stage.genre_matrix([["x", "y"], [], ["y"]])
     assert matrix.tolist() == [[1, 1], [0, 0], [0, 1]]
+
+
+def test_train_facts_skip_first_seen_unless_freshness_reads_it_and_share_ids():
+    rows = [{"user_id": [u], "item_id": ["item-" + i], "timestamp": [t]}
+            for u, i, t in [("u1", "a", 5), ("u2", "a", 3)]]
+    excluded, first_seen = two_stage.train_facts(iter(rows), config.RerankConfig())
+    assert first_seen == {}  # freshness off: nothing to keep per item
+    # Two rows' copies of one id become one string object.
+    assert excluded["u1"][0] is excluded["u2"][0]
+    _, first_seen = two_stage.train_facts(
+        iter(rows), config.RerankConfig(freshness_weight=1.0, freshness_feature="year"))
+    assert first_seen == {}  # freshness from an item feature
+
+
+def test_item_facts_keep_what_reranking_reads():
+    rows = [{"item_id": ["a"], "genres": ["x"], "year": [1990]},
+            {"item_id": ["b"], "genres": ["y", "z"]}]
+    plain = two_stage.item_facts(rows, {"a": 7}, config.RerankConfig(), "genres")
+    assert plain.item_ids == ["a", "b"]
+    assert plain.genre_sets is None and plain.freshness is None
+    capped = two_stage.item_facts(rows, {}, config.RerankConfig(diversity="genre_cap"),
+                                  "genres")
+    assert capped.genre_sets == [["x"], ["y", "z"]]
+    by_year = two_stage.item_facts(
+        rows, {}, config.RerankConfig(freshness_weight=1.0, freshness_feature="year"))
+    np.testing.assert_array_equal(by_year.freshness, [1990, np.nan])
+    by_first_seen = two_stage.item_facts(rows, {"a": 7},
+                                         config.RerankConfig(freshness_weight=1.0))
+    np.testing.assert_array_equal(by_first_seen.freshness, [7, np.nan])
+    with pytest.raises(ValueError, match="'month' is not an item feature"):
+        two_stage.item_facts(rows, {}, config.RerankConfig(freshness_feature="month"))
+
+
+def test_catalog_holds_only_the_parts_reranking_reads():
+    embeddings = np.ones((3, 4), np.float32)
+    catalog = two_stage.ItemCatalog(["a", "b", "c"])
+    assert catalog.embeddings.shape == (4, 0) and catalog.genres.shape == (4, 0)
+    full = two_stage.ItemCatalog(["a", "b", "c"], embeddings, np.eye(3, dtype=np.float32),
+                                 np.array([0.0, 0.5, 1.0]))
+    assert full.embeddings.shape == (4, 4) and full.genres.shape == (4, 3)
+    np.testing.assert_allclose(np.linalg.norm(full.embeddings.numpy()[:3], axis=1), 1.0)
+    assert full.lookup(tf.constant([["c", "zz"]])).numpy().tolist() == [[2, 3]]
+
+
+def test_retrieval_fetch_makes_room_for_exclusions():
+    rerank = config.RerankConfig(candidates=20)
+    assert two_stage.retrieval_fetch(1000, 10, rerank, 50) == \
+        20 + 50 + two_stage.REQUEST_EXCLUSION_SLACK
+    assert two_stage.retrieval_fetch(100, 10, rerank, 50) == 100
+    assert two_stage.retrieval_fetch(1000, 30, rerank, 0) == \
+        30 + two_stage.REQUEST_EXCLUSION_SLACK
 
 
 def test_user_items_pads_and_handles_unknown_users():

@@ -5,7 +5,7 @@ each user's history), which is fine at MovieLens scale; they read them here.
 """
 
 import os
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Sequence
 
 from tfx_recsys.data import native
 
@@ -48,14 +48,21 @@ def parse_fields(serialized: bytes, names) -> Dict[str, list]:
     return {name: _decode(features[name]) for name in names if name in features}
 
 
-def read_rows(examples_uri: str, split: str) -> Iterator[Dict[str, list]]:
-    """Yields each example of a split as {feature name: list of values}."""
+def read_records(examples_uri: str, split: str) -> Iterator[bytes]:
+    """Yields each serialized tf.Example of a split."""
     import tensorflow as tf
 
     dataset = tf.data.TFRecordDataset(split_files(examples_uri, split),
                                       compression_type="GZIP")
-    for record in dataset.as_numpy_iterator():
-        yield parse_row(record)
+    yield from dataset.as_numpy_iterator()
+
+
+def read_rows(examples_uri: str, split: str,
+              fields: Sequence[str] = ()) -> Iterator[Dict[str, list]]:
+    """Yields each example of a split as {feature name: list of values}; only
+    the features in `fields` when given (parse_fields)."""
+    for record in read_records(examples_uri, split):
+        yield parse_fields(record, fields) if fields else parse_row(record)
 
 
 def scalar(row: Dict[str, list], name: str, default=None):

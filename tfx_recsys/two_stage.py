@@ -38,6 +38,7 @@ tfx_recsys/models/export.py):
 
 import dataclasses
 import json
+import sys
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -119,11 +120,14 @@ class ItemCatalog(tf.Module):
         embeddings (L2-normalised here, for MMR's cosine similarity).
       genres: float [items, genres] multi-hot (genre cap).
       freshness: float [items] in [0, 1] (freshness boost).
-    Unknown ids (and "" padding) read a zero row.
+    Unknown ids (and "" padding) read a zero row. A part given as None is
+    kept zero-width: a re-ranking setting that never reads it should not
+    carry another copy of a million items' embeddings into the served model.
     """
 
-    def __init__(self, item_ids: Sequence[str], embeddings: np.ndarray,
-                 genres: np.ndarray, freshness: np.ndarray):
+    def __init__(self, item_ids: Sequence[str], embeddings: Optional[np.ndarray] = None,
+                 genres: Optional[np.ndarray] = None,
+                 freshness: Optional[np.ndarray] = None):
         super().__init__()
         num_items = len(item_ids)
         self.rows = tf.lookup.StaticHashTable(
@@ -131,8 +135,16 @@ class ItemCatalog(tf.Module):
                 tf.constant(list(item_ids), tf.string),
                 tf.range(num_items, dtype=tf.int64)),
             default_value=num_items)
-        norms = np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-        self.embeddings = tf.Variable(_with_zero_row(embeddings / norms), trainable=False)
+        if embeddings is None:
+            embeddings = np.zeros((num_items, 0), np.float32)
+        else:
+            embeddings = embeddings / np.maximum(
+                np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        if genres is None:
+            genres = np.zeros((num_items, 0), np.float32)
+        if freshness is None:
+            freshness = np.zeros((num_items,), np.float32)
+        self.embeddings = tf.Variable(_with_zero_row(embeddings), trainable=False)
         self.genres = tf.Variable(_with_zero_row(genres), trainable=False)
         self.freshness = tf.Variable(_with_zero_row(freshness[:, None])[:, 0],
                                      trainable=False)
@@ -162,7 +174,7 @@ class ExactIndex(tf.Module):
     def __init__(self, item_ids: Sequence[str], item_embeddings: np.ndarray, k: int):
         super().__init__()
         self.item_ids = tf.Variable(list(item_ids), dtype=tf.string, trainable=False)
-        self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32),
+        self.item_embeddings = tf.Variable(np.asarray(item_embeddings, np.float32),
                                            trainable=False)
         self.k = k
 
@@ -200,8 +212,7 @@ class TwoStageRecommender(tf.Module):
         self._rerank = rerank
         self.k = min(k, num_items)
         self.candidates = min(max(rerank.candidates, self.k), num_items)
-        self.fetch = min(num_items, self.candidates + exclusions.max_items
-                         + REQUEST_EXCLUSION_SLACK)
+        self.fetch = retrieval_fetch(num_items, k, rerank, exclusions.max_items)
 
     # -- the stages, on tensors -------------------------------------------
 
@@ -301,6 +312,14 @@ class TwoStageRecommender(tf.Module):
         }
 
 
+def retrieval_fetch(num_items: int, k: int, rerank: config.RerankConfig,
+                    max_excluded: int) -> int:
+    """Items the index returns per query: the ranker's candidates, plus room
+    for the most items any user excludes and for request-time exclusions."""
+    candidates = min(max(rerank.candidates, min(k, num_items)), num_items)
+    return min(num_items, candidates + max_excluded + REQUEST_EXCLUSION_SLACK)
+
+
 def _json(rerank: config.RerankConfig) -> str:
     return json.dumps(dataclasses.asdict(rerank), sort_keys=True)
 
@@ -327,9 +346,15 @@ def build_with_exclusions(retrieval_model, ranker_model, index, item_ids: Sequen
                           freshness_values: np.ndarray,
                           excluded: Mapping[str, Sequence[str]],
                           rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
-    """build() with each user's never-again items already gathered."""
-    catalog = ItemCatalog(item_ids, item_embeddings, genre_matrix(genre_sets),
-                          reranking.freshness_percentile(freshness_values))
+    """build() with each user's never-again items already gathered.
+    genre_sets and freshness_values are only read when `rerank` uses them
+    (a genre cap, a freshness weight): None is fine otherwise."""
+    catalog = ItemCatalog(
+        item_ids,
+        embeddings=item_embeddings if rerank.diversity == "mmr" else None,
+        genres=genre_matrix(genre_sets) if rerank.diversity == "genre_cap" else None,
+        freshness=(reranking.freshness_percentile(freshness_values)
+                   if rerank.freshness_weight else None))
     return TwoStageRecommender(retrieval_model, index, len(item_ids), ranker_model,
                                catalog, UserItems(excluded), rerank, k)
 
@@ -338,27 +363,47 @@ def train_facts(train_rows: Iterable[dict], rerank: config.RerankConfig
                 ) -> Tuple[Dict[str, list], Dict[str, int]]:
     """What re-ranking needs from raw train rows, in one streaming pass (the
     rows are never held): each user's never-again items (`excluded_items`)
-    and each item's first train timestamp."""
+    and, when freshness is the item's first appearance, each item's first
+    train timestamp (else an empty mapping).
+
+    Ids are interned: ten million rows name a million items, and each
+    exclusion list would otherwise hold its own copy of every id string.
+    """
     from tfx_recsys.examples_io import scalar
 
     first_seen: Dict[str, int] = {}
+    wants_first_seen = bool(rerank.freshness_weight) and not rerank.freshness_feature
 
     def interactions():
         for row in train_rows:
-            item, timestamp = scalar(row, "item_id"), scalar(row, "timestamp", 0)
-            if item not in first_seen or timestamp < first_seen[item]:
-                first_seen[item] = timestamp
-            yield scalar(row, "user_id"), item, scalar(row, "rating")
+            item = sys.intern(scalar(row, "item_id"))
+            if wants_first_seen:
+                timestamp = scalar(row, "timestamp", 0)
+                if item not in first_seen or timestamp < first_seen[item]:
+                    first_seen[item] = timestamp
+            yield sys.intern(scalar(row, "user_id")), item, scalar(row, "rating")
 
     excluded = excluded_items(interactions(), rerank)
     return excluded, first_seen
 
 
-def build_from_facts(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
-                     item_embeddings: np.ndarray, excluded: Mapping[str, Sequence[str]],
-                     first_seen: Mapping[str, int], rerank: config.RerankConfig, k: int,
-                     diversity_feature: str = "") -> TwoStageRecommender:
-    """build() from raw item rows and `train_facts`' two mappings.
+TRAIN_FACT_FIELDS = ("user_id", "item_id", "timestamp", "rating")
+
+
+@dataclasses.dataclass
+class ItemFacts:
+    """What the served model keeps of the item rows, in corpus order:
+    ids [items]; genre sets [items] (None unless re-ranking caps genres);
+    freshness float [items] (None unless re-ranking boosts freshness)."""
+
+    item_ids: List[str]
+    genre_sets: Optional[List[list]]
+    freshness: Optional[np.ndarray]
+
+
+def item_facts(item_rows: Sequence[dict], first_seen: Mapping[str, int],
+               rerank: config.RerankConfig, diversity_feature: str = "") -> ItemFacts:
+    """ItemFacts from raw item rows and `train_facts`' first-seen mapping.
 
     Freshness reads rerank.freshness_feature from the item rows, or the
     item's first train timestamp when it is "".
@@ -366,19 +411,42 @@ def build_from_facts(retrieval_model, ranker_model, index, item_rows: Sequence[d
     from tfx_recsys.examples_io import scalar
 
     item_ids = [scalar(r, "item_id") for r in item_rows]
-    if rerank.freshness_feature:
-        if not any(rerank.freshness_feature in r for r in item_rows):
-            raise ValueError(f"rerank.freshness_feature {rerank.freshness_feature!r} "
-                             f"is not an item feature")
+    if rerank.freshness_feature and not any(rerank.freshness_feature in r
+                                            for r in item_rows):
+        raise ValueError(f"rerank.freshness_feature {rerank.freshness_feature!r} "
+                         f"is not an item feature")
+    freshness = None
+    if rerank.freshness_weight and rerank.freshness_feature:
         freshness = np.array([scalar(r, rerank.freshness_feature, np.nan)
                               for r in item_rows], np.float64)
-    else:
+    elif rerank.freshness_weight:
         freshness = np.array([first_seen.get(i, np.nan) for i in item_ids], np.float64)
-    genre_sets = [r.get(diversity_feature, []) if diversity_feature else []
-                  for r in item_rows]
-    return build_with_exclusions(retrieval_model, ranker_model, index, item_ids,
-                                 item_embeddings, genre_sets, freshness, excluded,
-                                 rerank, k)
+    genre_sets = None
+    if rerank.diversity == "genre_cap":
+        genre_sets = [r.get(diversity_feature, []) if diversity_feature else []
+                      for r in item_rows]
+    return ItemFacts(item_ids, genre_sets, freshness)
+
+
+def build_from_item_facts(retrieval_model, ranker_model, index, items: ItemFacts,
+                          item_embeddings: np.ndarray,
+                          excluded: Mapping[str, Sequence[str]],
+                          rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
+    """build() from `item_facts` and `train_facts`' exclusions."""
+    return build_with_exclusions(retrieval_model, ranker_model, index, items.item_ids,
+                                 item_embeddings, items.genre_sets, items.freshness,
+                                 excluded, rerank, k)
+
+
+def build_from_facts(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
+                     item_embeddings: np.ndarray, excluded: Mapping[str, Sequence[str]],
+                     first_seen: Mapping[str, int], rerank: config.RerankConfig, k: int,
+                     diversity_feature: str = "") -> TwoStageRecommender:
+    """build() from raw item rows and `train_facts`' two mappings."""
+    return build_from_item_facts(
+        retrieval_model, ranker_model, index,
+        item_facts(item_rows, first_seen, rerank, diversity_feature),
+        item_embeddings, excluded, rerank, k)
 
 
 def load_ranker(model_dir: str):
