@@ -12,9 +12,7 @@ back to this process.
 """
 
 import array
-import ctypes
 import dataclasses
-import gc
 import hashlib
 import json
 import os
@@ -29,7 +27,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from tfx_recsys import config, embedding, examples_io, two_stage
+from tfx_recsys import config, embedding, examples_io, memory, two_stage
 from tfx_recsys.components.retrieval_evaluator import evaluation
 
 METRICS_FILE = "metrics.json"
@@ -105,27 +103,8 @@ def _corpus_indices(item_codes: np.ndarray, corpus) -> np.ndarray:
     return order[found]
 
 
-def _release_free_memory() -> None:
-    """Hands freed heap pages back to the system (glibc's malloc_trim).
-
-    The earlier Beam stages of this process parse millions of rows; glibc
-    keeps the memory they freed for reuse, so the process would stay at its
-    high-water mark through scoring. No-op where there is no glibc."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _log_memory(step: str) -> None:
-    """Logs this process's resident memory after a step (scale diagnostics)."""
-    try:
-        with open("/proc/self/statm") as f:
-            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return
-    logging.info("RetrievalEvaluator: %s, %.2f GiB resident", step, resident / 2**30)
+    memory.log_memory("RetrievalEvaluator", step)
 
 
 class _EarliestEval(beam.CombineFn):
@@ -200,13 +179,13 @@ class _ScoreUsers(beam.DoFn):
         """Once per worker, from the side inputs: the baselines, every
         model's item embeddings and the served recommender. The item rows
         are read here, in corpus order, and dropped once used."""
-        _release_free_memory()
+        memory.release_free_memory()
         _log_memory("preparing")
         self._item_ids = corpus.item_ids
         user_codes, item_codes = train_pairs
         self._baselines = evaluation.fit_baselines_on_indices(
             user_codes, _corpus_indices(item_codes, corpus), corpus)
-        _release_free_memory()
+        memory.release_free_memory()
         _log_memory("baselines fitted")
         by_id = {examples_io.scalar(r, "item_id"): r
                  for r in examples_io.read_rows(self._items_uri, config.ITEMS_SPLIT)}
@@ -219,13 +198,15 @@ class _ScoreUsers(beam.DoFn):
         if self._ranker is not None:
             embeddings = self._item_embeddings[MODEL]
             rerank = self._ranking["rerank"]
-            self._two_stage = two_stage.build_from_facts(
+            self._two_stage = two_stage.build_from_item_facts(
                 self._models[MODEL], self._ranker,
-                two_stage.ExactIndex(self._item_ids, embeddings, 1), item_rows, embeddings,
-                two_stage.excluded_items(excluded_rows, rerank), first_seen, rerank,
-                max(self._ks), self._ranking["diversity_feature"])
+                two_stage.ExactIndex(self._item_ids, embeddings, 1),
+                two_stage.item_facts(item_rows, first_seen or {}, rerank,
+                                     self._ranking["diversity_feature"]),
+                embeddings, two_stage.excluded_items(excluded_rows, rerank), rerank,
+                max(self._ks))
         del item_rows
-        _release_free_memory()
+        memory.release_free_memory()
         _log_memory("ready to score")
         self._ready = True
 
@@ -235,26 +216,31 @@ class _ScoreUsers(beam.DoFn):
         chunk = evaluation.batch_size_for(len(corpus))
         for start in range(0, len(cases), chunk):
             batch = cases[start:start + chunk]
-            rows = [c.user_row for c in batch]
-            scores = {name: evaluation.baseline_scores(baseline, batch, corpus)
-                      for name, baseline in self._baselines.items()}
-            for name, model in self._models.items():
-                queries = embedding.embed_users(model, rows)
-                scores[name] = queries @ self._item_embeddings[name].T
-            if self._ranker is not None:
-                if evaluation.ranker_full_corpus(len(corpus)):
-                    scores[RANKER] = two_stage.ranker_scores(
-                        self._ranker, [examples_io.scalar(r, "user_id") for r in rows],
-                        self._item_ids)
-                else:
-                    yield from self._ranker_sampled(batch)
-                scores[TWO_STAGE] = evaluation.list_scores(
-                    two_stage.recommend_rows(self._two_stage, rows), corpus)
-            for name, block in scores.items():
+            # One [users, items] block at a time: at a million items each is
+            # 128 MB, and there is one per model and baseline.
+            for name, block in self._score_blocks(batch, corpus):
                 for slice_name, accumulator in evaluation.accumulate(
                         batch, block, corpus, self._ks,
                         sampled=name != TWO_STAGE).items():
                     yield (name, slice_name), accumulator
+                del block
+            if self._ranker is not None and not evaluation.ranker_full_corpus(len(corpus)):
+                yield from self._ranker_sampled(batch)
+
+    def _score_blocks(self, batch, corpus):
+        """Yields (name, float32 scores [users, items]) per model and baseline."""
+        rows = [c.user_row for c in batch]
+        for name, baseline in self._baselines.items():
+            yield name, evaluation.baseline_scores(baseline, batch, corpus)
+        for name, model in self._models.items():
+            yield name, embedding.embed_users(model, rows) @ self._item_embeddings[name].T
+        if self._ranker is not None:
+            if evaluation.ranker_full_corpus(len(corpus)):
+                yield RANKER, two_stage.ranker_scores(
+                    self._ranker, [examples_io.scalar(r, "user_id") for r in rows],
+                    self._item_ids)
+            yield TWO_STAGE, evaluation.list_scores(
+                two_stage.recommend_rows(self._two_stage, rows), corpus)
 
     def _ranker_sampled(self, batch):
         """The ranker on each user's sampled-protocol items only."""
@@ -395,14 +381,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             | "PairArrays" >> beam.CombineGlobally(_PairArrays()))
         side_inputs = [corpus, beam.pvalue.AsSingleton(train_pairs)]
         if ranking:
-            # What the served model's exclusions and freshness come from: the
-            # drawn users' train rows, every item's first train timestamp.
-            side_inputs += [
-                beam.pvalue.AsList(drawn_train | "ExclusionRows" >> beam.Map(
-                    lambda t: (t[0], t[1], t[3]))),
-                beam.pvalue.AsDict(train
-                                   | "ItemTimes" >> beam.Map(lambda t: (t[1], t[2]))
-                                   | "FirstSeen" >> beam.CombinePerKey(min))]
+            # What the served model's exclusions come from: the drawn users'
+            # train rows; and its freshness, when that is an item's first
+            # appearance: every item's first train timestamp.
+            side_inputs.append(beam.pvalue.AsList(drawn_train | "ExclusionRows" >> beam.Map(
+                lambda t: (t[0], t[1], t[3]))))
+            rerank = ranking["rerank"]
+            if rerank.freshness_weight and not rerank.freshness_feature:
+                side_inputs.append(beam.pvalue.AsDict(
+                    train
+                    | "ItemTimes" >> beam.Map(lambda t: (t[1], t[2]))
+                    | "FirstSeen" >> beam.CombinePerKey(min)))
         return (cases
                 | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
                 | "Score" >> beam.ParDo(_ScoreUsers(model_dirs, items_uri, ks, ranking),

@@ -1,0 +1,40 @@
+"""Process memory helpers for the components that hold a whole corpus.
+
+At a million items the evaluator and the pusher hold embeddings, tables and
+served models side by side; these let them give freed memory back and log
+where it goes (the `make bench-scale` diagnostics).
+"""
+
+import ctypes
+import gc
+import os
+
+from absl import logging
+
+
+def release_free_memory() -> None:
+    """Collects garbage and hands freed heap pages back to the system
+    (glibc's malloc_trim).
+
+    glibc keeps memory that earlier steps freed (millions of parsed rows,
+    a saved model's tables) for reuse, so a process would otherwise stay at
+    its high-water mark. No-op where there is no glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def resident_gib() -> float:
+    """This process's resident memory in GiB (NaN where /proc is absent)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        return float("nan")
+
+
+def log_memory(component: str, step: str) -> None:
+    """Logs this process's resident memory after a step."""
+    logging.info("%s: %s, %.2f GiB resident", component, step, resident_gib())
