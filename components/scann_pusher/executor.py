@@ -18,7 +18,7 @@ from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
-from tfx_recsys import config, embedding, examples_io, two_stage
+from tfx_recsys import config, embedding, examples_io, memory, two_stage
 from tfx_recsys.components.scann_pusher import index as scann_index
 from tfx_recsys.components.scann_pusher import publishing, tuning
 
@@ -28,11 +28,21 @@ MIN_SPLIT_QUERIES = 40  # fewer: tune and check on the same queries
 
 
 def _held_out_users(examples_uri: str) -> List[dict]:
-    """One raw row per eval user (sorted by id, at most MAX_QUERIES)."""
+    """One raw row per eval user (sorted by id, at most MAX_QUERIES).
+
+    Two passes, so that only the chosen users' rows (which carry their
+    history) are parsed whole."""
+    def user_of(record: bytes) -> str:
+        return examples_io.scalar(examples_io.parse_fields(record, ["user_id"]), "user_id")
+
+    all_users = {user_of(r) for r in examples_io.read_records(examples_uri, config.EVAL_SPLIT)}
+    chosen = set(sorted(all_users)[:MAX_QUERIES])
     users = {}
-    for row in examples_io.read_rows(examples_uri, config.EVAL_SPLIT):
-        users.setdefault(examples_io.scalar(row, "user_id"), row)
-    return [users[u] for u in sorted(users)[:MAX_QUERIES]]
+    for record in examples_io.read_records(examples_uri, config.EVAL_SPLIT):
+        user = user_of(record)
+        if user in chosen and user not in users:
+            users[user] = examples_io.parse_row(record)
+    return [users[u] for u in sorted(users)]
 
 
 def _write_embeddings(path: str, item_ids, item_embeddings: np.ndarray) -> None:
@@ -78,24 +88,26 @@ class Executor(pusher_executor.Executor):
         trainer_model = embedding.load(model_path)
         ranker = (two_stage.load_ranker(path_utils.serving_model_path(rankers[0].uri))
                   if rankers else None)
-        item_rows = list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT))
-        # One streaming pass over train (never held): exclusions, first seen.
+        # One streaming pass over train (never held, only four fields
+        # parsed): exclusions and first-seen times.
         excluded, first_seen = two_stage.train_facts(
-            examples_io.read_rows(examples.uri, config.TRAIN_SPLIT), rerank)
-        item_ids = [examples_io.scalar(r, "item_id") for r in item_rows]
+            examples_io.read_rows(examples.uri, config.TRAIN_SPLIT,
+                                  two_stage.TRAIN_FACT_FIELDS), rerank)
+        item_rows = list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT))
         item_embeddings = embedding.embed_items(trainer_model, item_rows)
+        item_facts = two_stage.item_facts(item_rows, first_seen,
+                                          rerank, exec_properties.get("diversity_feature") or "")
+        del item_rows, first_seen
+        item_ids = item_facts.item_ids
         k = min(int(exec_properties["top_k"]), len(item_ids))
-
-        def recommender(index):
-            return two_stage.build_from_facts(
-                trainer_model, ranker, index, item_rows, item_embeddings, excluded,
-                first_seen, rerank, k, exec_properties.get("diversity_feature") or "")
-
-        exact = recommender(two_stage.ExactIndex(item_ids, item_embeddings, k))
         # The index serves the retrieval stage: `fetch` items per query.
-        fetch = exact.fetch
+        fetch = two_stage.retrieval_fetch(len(item_ids), k, rerank,
+                                          max(map(len, excluded.values()), default=0))
         users = _held_out_users(examples.uri)
         queries = embedding.embed_users(trainer_model, users)
+        columns = embedding.user_columns(users, trainer_model)
+        requests = [{name: values[i] for name, values in columns.items()}
+                    for i in range(len(users))]
         # Tune on half of the held-out users and check on the other half: the
         # cheapest setting that just reaches the target on the users it was
         # chosen on tends to fall short on others.
@@ -157,13 +169,23 @@ class Executor(pusher_executor.Executor):
             os.makedirs(directory, exist_ok=True)
         version = publishing.new_version(list(dirs.values()))
         staged = {role: publishing.staging_dir(d, version) for role, d in dirs.items()}
-        scann_index.save(recommender(index), staged["scann"])
+        # Each served model holds the item catalogue and every user's
+        # exclusions: build, save and drop one at a time.
+        served_indexes = {"scann": lambda: index,
+                          "brute_force": lambda: two_stage.ExactIndex(
+                              item_ids, item_embeddings, k)}
+        for role, make_index in served_indexes.items():
+            scann_index.save(two_stage.build_from_item_facts(
+                trainer_model, ranker, make_index(), item_facts, item_embeddings,
+                excluded, rerank, k), staged[role])
+            memory.release_free_memory()
+            memory.log_memory("ScannPusher", f"{role} model saved")
         publishing.write_source(staged["scann"], source)
-        scann_index.save(exact, staged["brute_force"])
         _write_embeddings(staged["embeddings"], item_ids, item_embeddings)
-        columns = embedding.user_columns(users, trainer_model)
-        requests = [{name: values[i] for name, values in columns.items()}
-                    for i in range(len(users))]
+        # Latency is measured on the saved model alone, as a server loads it.
+        del served_indexes, trainer_model, ranker, searcher, index, excluded, item_facts
+        del item_embeddings
+        memory.release_free_memory()
         latency = scann_index.signature_latency_ms(staged["scann"], requests)
         pushed.set_float_custom_property("serving_latency_ms_p50", latency["p50"])
         pushed.set_float_custom_property("serving_latency_ms_p99", latency["p99"])
