@@ -325,8 +325,8 @@ def _json(rerank: config.RerankConfig) -> str:
 
 
 def build(retrieval_model, ranker_model, index, item_ids: Sequence[str],
-          item_embeddings: np.ndarray, genre_sets: Sequence[Iterable[str]],
-          freshness_values: np.ndarray,
+          item_embeddings: np.ndarray, genre_sets: Optional[Sequence[Iterable[str]]],
+          freshness_values: Optional[np.ndarray],
           train_rows: Iterable[Tuple[str, str, Optional[float]]],
           rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
     """A TwoStageRecommender from plain values.
@@ -342,8 +342,8 @@ def build(retrieval_model, ranker_model, index, item_ids: Sequence[str],
 
 def build_with_exclusions(retrieval_model, ranker_model, index, item_ids: Sequence[str],
                           item_embeddings: np.ndarray,
-                          genre_sets: Sequence[Iterable[str]],
-                          freshness_values: np.ndarray,
+                          genre_sets: Optional[Sequence[Iterable[str]]],
+                          freshness_values: Optional[np.ndarray],
                           excluded: Mapping[str, Sequence[str]],
                           rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
     """build() with each user's never-again items already gathered.
