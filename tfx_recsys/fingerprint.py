@@ -36,11 +36,12 @@ COMPONENT_SOURCES = {
                            "tfx_recsys.metrics", "tfx_recsys.baselines",
                            "tfx_recsys.embedding", "tfx_recsys.examples_io",
                            "tfx_recsys.two_stage", "tfx_recsys.reranking",
-                           "tfx_recsys.dataset_config", "tfx_recsys.config"),
+                           "tfx_recsys.dataset_config", "tfx_recsys.config",
+                           "tfx_recsys.memory"),
     "ScannPusher": ("tfx_recsys.components.scann_pusher", "tfx_recsys.embedding",
                     "tfx_recsys.examples_io", "tfx_recsys.two_stage",
                     "tfx_recsys.reranking", "tfx_recsys.dataset_config",
-                    "tfx_recsys.config"),
+                    "tfx_recsys.config", "tfx_recsys.memory"),
 }
 
 

@@ -12,18 +12,23 @@ import os
 from absl import logging
 
 
-def release_free_memory() -> None:
-    """Collects garbage and hands freed heap pages back to the system
-    (glibc's malloc_trim).
+def return_free_heap() -> None:
+    """Hands freed heap pages back to the system (glibc's malloc_trim).
 
     glibc keeps memory that earlier steps freed (millions of parsed rows,
-    a saved model's tables) for reuse, so a process would otherwise stay at
-    its high-water mark. No-op where there is no glibc."""
-    gc.collect()
+    a saved model's tables, a scoring batch's temporaries, spread over one
+    heap per thread) for reuse, so a process would otherwise creep up to
+    its high-water mark and stay there. No-op where there is no glibc."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def release_free_memory() -> None:
+    """Collects garbage, then return_free_heap()."""
+    gc.collect()
+    return_free_heap()
 
 
 def resident_gib() -> float:
