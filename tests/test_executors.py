@@ -150,6 +150,28 @@ def test_evaluator_writes_sliced_metrics_for_model_and_baseline_and_a_blessing(
     assert os.path.exists(tmp_path / "blessing" / ("BLESSED" if blessed else "NOT_BLESSED"))
 
 
+def test_evaluator_embeds_items_in_chunks_with_the_same_results(
+        tiny_run, tmp_path, monkeypatch):
+    whole, _, _ = _evaluate(tiny_run, tmp_path / "whole", ranker=True)
+    monkeypatch.setattr(evaluator_executor, "ITEM_CHUNK", 7)  # 80 items: 12 chunks
+    chunked, _, _ = _evaluate(tiny_run, tmp_path / "chunked", ranker=True)
+    # Equal up to float noise (Beam may batch users differently per run).
+    assert json.dumps(chunked["model"], sort_keys=True) != "{}"
+    for name in ("model", "ranking"):
+        assert _flat(chunked[name]) == pytest.approx(_flat(whole[name]), rel=1e-5, abs=1e-7)
+
+
+def _flat(nested, prefix=""):
+    """{"a": {"b": 1}} -> {"a/b": 1} (numbers only, NaN as None)."""
+    flat = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[prefix + key] = None if math.isnan(value) else value
+    return flat
+
+
 def test_evaluator_draws_at_most_max_eval_users_the_same_every_time(tiny_run, tmp_path):
     everyone, _, _ = _evaluate(tiny_run, tmp_path / "all")
     total = everyone["num_eval_users"]

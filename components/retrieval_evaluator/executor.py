@@ -14,6 +14,7 @@ back to this process.
 import array
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -37,6 +38,7 @@ _EVAL_USER_COUNT = "eval_user_count.json"
 MODEL = "model"
 LAST_BLESSED = "last_blessed"
 RANKER = "ranker"        # the ranking model alone, over the whole corpus
+ITEM_CHUNK = 50_000  # item rows parsed and embedded at a time
 TWO_STAGE = "two_stage"  # what is served: retrieval -> ranker -> re-ranking
 
 
@@ -187,12 +189,7 @@ class _ScoreUsers(beam.DoFn):
             user_codes, _corpus_indices(item_codes, corpus), corpus)
         memory.release_free_memory()
         _log_memory("baselines fitted")
-        by_id = {examples_io.scalar(r, "item_id"): r
-                 for r in examples_io.read_rows(self._items_uri, config.ITEMS_SPLIT)}
-        item_rows = [by_id[i] for i in corpus.item_ids]
-        del by_id
-        self._item_embeddings = {name: embedding.embed_items(model, item_rows)
-                                 for name, model in self._models.items()}
+        self._item_embeddings, kept_rows = self._embed_items(corpus)
         _log_memory("items embedded")
         self._two_stage = None
         if self._ranker is not None:
@@ -201,14 +198,44 @@ class _ScoreUsers(beam.DoFn):
             self._two_stage = two_stage.build_from_item_facts(
                 self._models[MODEL], self._ranker,
                 two_stage.ExactIndex(self._item_ids, embeddings, 1),
-                two_stage.item_facts(item_rows, first_seen or {}, rerank,
+                two_stage.item_facts(kept_rows, first_seen or {}, rerank,
                                      self._ranking["diversity_feature"]),
                 embeddings, two_stage.excluded_items(excluded_rows, rerank), rerank,
                 max(self._ks))
-        del item_rows
+        del kept_rows
         memory.release_free_memory()
         _log_memory("ready to score")
         self._ready = True
+
+    def _embed_items(self, corpus):
+        """Every model's item embeddings float32 [items, dim] in corpus
+        order, and the item rows in corpus order with only the features
+        re-ranking reads (two_stage.item_facts).
+
+        The items are read and embedded ITEM_CHUNK at a time: a million
+        parsed rows at once cost about 1 GB."""
+        rerank = self._ranking["rerank"] if self._ranking else None
+        kept = ["item_id"]
+        if rerank and rerank.diversity == "genre_cap":
+            kept.append(self._ranking["diversity_feature"])
+        if rerank and rerank.freshness_feature:
+            kept.append(rerank.freshness_feature)
+        embeddings = {name: None for name in self._models}
+        kept_rows: List[Optional[dict]] = [None] * len(corpus)
+        rows = examples_io.read_rows(self._items_uri, config.ITEMS_SPLIT)
+        while True:
+            chunk = list(itertools.islice(rows, ITEM_CHUNK))
+            if not chunk:
+                break
+            at = np.array([corpus.index[examples_io.scalar(r, "item_id")] for r in chunk])
+            for name, model in self._models.items():
+                block = embedding.embed_items(model, chunk)
+                if embeddings[name] is None:
+                    embeddings[name] = np.zeros((len(corpus), block.shape[1]), np.float32)
+                embeddings[name][at] = block
+            for i, row in zip(at, chunk):
+                kept_rows[i] = {f: row[f] for f in kept if f in row}
+        return embeddings, kept_rows
 
     def process(self, cases, corpus, train_pairs, excluded_rows=None, first_seen=None):
         if not self._ready:  # side inputs arrive with elements
