@@ -438,17 +438,6 @@ def build_from_item_facts(retrieval_model, ranker_model, index, items: ItemFacts
                                  excluded, rerank, k)
 
 
-def build_from_facts(retrieval_model, ranker_model, index, item_rows: Sequence[dict],
-                     item_embeddings: np.ndarray, excluded: Mapping[str, Sequence[str]],
-                     first_seen: Mapping[str, int], rerank: config.RerankConfig, k: int,
-                     diversity_feature: str = "") -> TwoStageRecommender:
-    """build() from raw item rows and `train_facts`' two mappings."""
-    return build_from_item_facts(
-        retrieval_model, ranker_model, index,
-        item_facts(item_rows, first_seen, rerank, diversity_feature),
-        item_embeddings, excluded, rerank, k)
-
-
 def load_ranker(model_dir: str):
     """The ranking Trainer's SavedModel; fails clearly without `score`."""
     model = tf.saved_model.load(model_dir)
