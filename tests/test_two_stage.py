@@ -139,6 +139,10 @@ def test_item_facts_keep_what_reranking_reads():
     by_first_seen = two_stage.item_facts(rows, {"a": 7},
                                          config.RerankConfig(freshness_weight=1.0))
     np.testing.assert_array_equal(by_first_seen.freshness, [7, np.nan])
+    assert two_stage.item_fact_fields(config.RerankConfig(), "genres") == ["item_id"]
+    assert two_stage.item_fact_fields(
+        config.RerankConfig(diversity="genre_cap", freshness_feature="year"), "genres") == \
+        ["item_id", "genres", "year"]
     with pytest.raises(ValueError, match="'month' is not an item feature"):
         two_stage.item_facts(rows, {}, config.RerankConfig(freshness_feature="month"))
 

@@ -401,6 +401,17 @@ class ItemFacts:
     freshness: Optional[np.ndarray]
 
 
+def item_fact_fields(rerank: config.RerankConfig, diversity_feature: str = "") -> List[str]:
+    """The item features `item_facts` reads under `rerank`: what a caller
+    that streams item rows needs to keep of each."""
+    fields = ["item_id"]
+    if rerank.diversity == "genre_cap" and diversity_feature:
+        fields.append(diversity_feature)
+    if rerank.freshness_feature:
+        fields.append(rerank.freshness_feature)
+    return fields
+
+
 def item_facts(item_rows: Sequence[dict], first_seen: Mapping[str, int],
                rerank: config.RerankConfig, diversity_feature: str = "") -> ItemFacts:
     """ItemFacts from raw item rows and `train_facts`' first-seen mapping.

@@ -214,12 +214,9 @@ class _ScoreUsers(beam.DoFn):
 
         The items are read and embedded ITEM_CHUNK at a time: a million
         parsed rows at once cost about 1 GB."""
-        rerank = self._ranking["rerank"] if self._ranking else None
-        kept = ["item_id"]
-        if rerank and rerank.diversity == "genre_cap":
-            kept.append(self._ranking["diversity_feature"])
-        if rerank and rerank.freshness_feature:
-            kept.append(rerank.freshness_feature)
+        kept = (two_stage.item_fact_fields(self._ranking["rerank"],
+                                           self._ranking["diversity_feature"])
+                if self._ranking else ["item_id"])
         embeddings = {name: None for name in self._models}
         kept_rows: List[Optional[dict]] = [None] * len(corpus)
         rows = examples_io.read_rows(self._items_uri, config.ITEMS_SPLIT)
