@@ -471,6 +471,8 @@ def _run_local_dag(pipeline, connection, lock: _RunLock,
     from tfx.orchestration.local import local_dag_runner
     from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
 
+    from tfx_recsys.pipeline import beam_staging
+
     killed = lock.read()
     if killed.get("run_id"):
         failed = fail_abandoned_executions(
@@ -487,10 +489,11 @@ def _run_local_dag(pipeline, connection, lock: _RunLock,
         ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     lock.write({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname()})
     try:
-        if process_per_component:
-            _run_nodes_in_processes(ir, os.path.dirname(lock.path))
-        else:
-            local_dag_runner.LocalDagRunner().run_with_ir(ir)
+        with beam_staging.tfx_sdist_only_for_remote_runners():
+            if process_per_component:
+                _run_nodes_in_processes(ir, os.path.dirname(lock.path))
+            else:
+                local_dag_runner.LocalDagRunner().run_with_ir(ir)
     finally:
         # Executions an exception left RUNNING (e.g. KeyboardInterrupt).
         try:

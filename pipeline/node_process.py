@@ -114,12 +114,15 @@ def main(argv) -> int:
     _configure_logging()
     from tfx.proto.orchestration import pipeline_pb2
 
+    from tfx_recsys.pipeline import beam_staging
+
     ir = pipeline_pb2.Pipeline()
     with open(ir_path, "rb") as f:
         ir.ParseFromString(f.read())
     result = {"cached_execution": None, "error": None}
     try:
-        result["cached_execution"] = launch_node(ir, node_id)
+        with beam_staging.tfx_sdist_only_for_remote_runners():
+            result["cached_execution"] = launch_node(ir, node_id)
     except BaseException as e:  # pylint: disable=broad-except
         logging.exception("Component %s failed", node_id)
         result["error"] = _picklable(e)

@@ -24,17 +24,46 @@ def tiny_data(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tiny_data):
+def tiny_run_temp_dir(tmp_path_factory) -> str:
+    """The temp directory (tempfile.gettempdir()) while tiny_run ran."""
+    return str(tmp_path_factory.mktemp("tiny_run_temp"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_data, tiny_run_temp_dir):
     """One in-process pipeline run on the tiny dataset; returns its RunPaths."""
+    import tempfile
+
     from tfx_recsys import config
     from tfx_recsys.pipeline import local_runner
 
     root = str(tmp_path_factory.mktemp("tiny_run"))
-    # recall@100 cannot separate models on an 80-item corpus: gate on @10.
-    return local_runner.run(tiny_data, root,
-                            training=config.TwoTowerConfig(epochs=5, batch_size=256),
-                            top_ks=(5, 10, 50),
-                            blessing=config.BlessingConfig(metric="recall@10"))
+    saved, tempfile.tempdir = tempfile.tempdir, tiny_run_temp_dir
+    try:
+        # recall@100 cannot separate models on an 80-item corpus: gate on @10.
+        return local_runner.run(tiny_data, root,
+                                training=config.TwoTowerConfig(epochs=5, batch_size=256),
+                                top_ks=(5, 10, 50),
+                                blessing=config.BlessingConfig(metric="recall@10"))
+    finally:
+        tempfile.tempdir = saved
+
+
+@pytest.fixture
+def local_beam_staging():
+    """Executors constructed by a test stage what local_runner lets them:
+    no sdist of TFX for the in-process Beam runner (see beam_staging)."""
+    from tfx_recsys.pipeline import beam_staging
+
+    with beam_staging.tfx_sdist_only_for_remote_runners():
+        yield
+
+
+def tfx_sdists_under(directory: str):
+    """The sdists of TFX that TFX's Beam executors built under `directory`."""
+    import glob
+
+    return glob.glob(os.path.join(directory, "*", "build", "tfx"))
 
 
 def copy_with_extra_row(data_dir, destination, file_name: str, row: str):

@@ -17,7 +17,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from tfx_recsys import examples_io, run_summary
-from tfx_recsys.pipeline import local_runner
+from conftest import tfx_sdists_under
+from tfx_recsys.pipeline import beam_staging, local_runner
 from tfx_recsys.pipeline.local_runner import beam_args
 
 pytest_plugins = ["mysql_server"]  # the fixture two_worker_run_on_mariadb
@@ -68,6 +69,46 @@ def test_other_runners_get_their_arguments_as_they_are():
 def test_bad_options_are_refused_clearly(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         beam_args(**kwargs)
+
+
+# --------------------------------------------------------------------------
+# TFX's sdist of itself: built for runners that stage packages only
+
+
+@pytest.mark.parametrize("args, name, stages", [
+    (list(local_runner.DEFAULT_BEAM_ARGS), "FnApiRunner", False),
+    (beam_args("multi_processing", 2), "FnApiRunner", False),
+    (["--direct_num_workers=1"], None, False),  # Beam's default: DirectRunner
+    (["--runner", "apache_beam.runners.direct.DirectRunner"], "DirectRunner", False),
+    (["--runner=DataflowRunner", "--project=p"], "DataflowRunner", True),
+    (["--runner=FlinkRunner", "--flink_master=h:8081"], "FlinkRunner", True),
+])
+def test_only_remote_runners_stage_packages(args, name, stages):
+    assert beam_staging.runner_name(args) == name
+    assert beam_staging.stages_packages(args) is stages
+
+
+def test_local_runners_get_no_tfx_sdist_and_remote_ones_still_do(tmp_path, monkeypatch):
+    import tempfile
+
+    from tfx.utils import dependency_utils
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    local = list(local_runner.DEFAULT_BEAM_ARGS)
+    remote = ["--runner=DataflowRunner", "--project=p"]
+    tfx_flags = dependency_utils.make_beam_dependency_flags
+    with beam_staging.tfx_sdist_only_for_remote_runners():
+        with beam_staging.tfx_sdist_only_for_remote_runners():  # nesting is harmless
+            assert dependency_utils.make_beam_dependency_flags(local) == local
+        assert not tfx_sdists_under(str(tmp_path))
+        [extra] = dependency_utils.make_beam_dependency_flags(remote)[len(remote):]
+        assert extra.startswith(f"--extra_package={tmp_path}")  # TFX's own behaviour
+    assert dependency_utils.make_beam_dependency_flags is tfx_flags
+
+
+def test_a_run_leaves_no_tfx_sdist_in_the_temp_dir(tiny_run, tiny_run_temp_dir):
+    # TFX built one (42 MB, never removed) per Beam component of every run.
+    assert not tfx_sdists_under(tiny_run_temp_dir)
 
 
 # --------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from tfx_recsys.components.scann_pusher import publishing
 from tfx_recsys import run_summary
 
 BEAM_ARGS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+# Executors built here skip TFX's sdist as local_runner's do (beam_staging).
+pytestmark = pytest.mark.usefixtures("local_beam_staging")
 
 
 def _artifact(kind, uri):

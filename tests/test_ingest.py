@@ -31,6 +31,8 @@ from tfx_recsys.data import ingest, tables
 from tfx_recsys.data.native import DataError
 
 BEAM_ARGS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+# Executors built here skip TFX's sdist as local_runner's do (beam_staging).
+pytestmark = pytest.mark.usefixtures("local_beam_staging")
 NOW = 1_700_000_000
 SYNTHETIC = dc.load(dc.builtin_path("synthetic"))
 NATIVE_FILES = {"interactions": "interactions.csv", "users": "users.csv",

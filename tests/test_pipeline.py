@@ -9,6 +9,7 @@ import pytest
 
 from ml_metadata.proto import metadata_store_pb2
 
+from conftest import tfx_sdists_under
 from tfx_recsys import config, examples_io, run_summary
 
 COMPONENTS = ["InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
@@ -170,16 +171,21 @@ def test_runs_with_nothing_changed_reuse_the_cache_and_push_nothing_new(tiny_run
 
 
 def test_same_data_and_seed_give_identical_metrics(tiny_run, tiny_data, tmp_path,
-                                                   caplog):
+                                                   caplog, monkeypatch):
     """A second, uncached run from scratch reproduces every metric exactly,
     though it runs each component in a process of its own (tiny_run ran all
     in one): the mode changes where components run, not what they compute."""
     import json
     import logging
+    import tempfile
 
     from tfx_recsys import config
     from tfx_recsys.pipeline import local_runner
 
+    temp_dir = tmp_path / "temp"  # components' processes inherit TMPDIR
+    temp_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp_dir))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_dir))
     with caplog.at_level(logging.INFO, logger="absl"):
         local_runner.run(tiny_data, str(tmp_path / "again"),
                          training=config.TwoTowerConfig(epochs=5, batch_size=256),
@@ -191,6 +197,7 @@ def test_same_data_and_seed_give_identical_metrics(tiny_run, tiny_data, tmp_path
     assert {"InteractionsExampleGen", "Transform", "Trainer", "RankingTrainer",
             "RetrievalEvaluator", "ScannPusher"} <= children
     assert "ExampleValidator" not in children  # light: run in this process
+    assert not tfx_sdists_under(str(temp_dir))  # see beam_staging
     first, again = (run_summary.summary(root)["evaluation"]
                     for root in (tiny_run.root, str(tmp_path / "again")))
     def metrics(evaluation):
