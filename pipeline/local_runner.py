@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import urllib.parse
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -84,7 +85,6 @@ def run(data_path: str, root: str,
     executions a killed earlier run left RUNNING (see fail_abandoned_executions).
     """
     from tfx_recsys.fingerprint import code_fingerprint
-    from tfx_recsys.pipeline.pipeline import create_pipeline
 
     dataset = dataset or dataset_config.load(dataset_config.builtin_path("synthetic"))
     run_fn, hyperparameters_class = config.MODELS[model]
@@ -92,7 +92,9 @@ def run(data_path: str, root: str,
     os.makedirs(paths.root, exist_ok=True)
     store = metadata_location(paths.root, metadata)
     connection = store.connection_config(create=True)
-    pipeline = create_pipeline(
+    # create_pipeline()'s arguments: the pipeline is built (TFX, TensorFlow)
+    # where it runs, in this process or, per component, in a child.
+    pipeline_args = dict(
         pipeline_name=config.PIPELINE_NAME,
         pipeline_root=paths.pipeline_root,
         data_path=os.path.abspath(data_path),
@@ -114,7 +116,7 @@ def run(data_path: str, root: str,
         if process_per_component is None:
             process_per_component = (data_size_bytes(data_path)
                                      >= config.PROCESS_PER_COMPONENT_MIN_BYTES)
-        _run_local_dag(pipeline, connection, lock, process_per_component)
+        _run_local_dag(pipeline_args, connection, lock, process_per_component)
     return paths
 
 
@@ -461,44 +463,43 @@ class _RunLock:
         os.fsync(self._fd)
 
 
-def _run_local_dag(pipeline, connection, lock: _RunLock,
+def _run_local_dag(pipeline_args: Dict, connection, lock: _RunLock,
                    process_per_component: bool = False) -> None:
-    """LocalDagRunner.run(pipeline), with its run id recorded in the lock;
-    with process_per_component, each component in a process of its own
-    (_run_nodes_in_processes)."""
+    """Runs create_pipeline(**pipeline_args) as LocalDagRunner.run does, with
+    its run id recorded in the lock; with process_per_component, each
+    component in a process of its own (_run_nodes_in_processes)."""
     from absl import logging
-    from tfx.dsl.compiler import constants
-    from tfx.orchestration.local import local_dag_runner
-    from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
 
-    from tfx_recsys.pipeline import beam_staging
+    from tfx_recsys.pipeline import node_process
 
     killed = lock.read()
     if killed.get("run_id"):
         failed = fail_abandoned_executions(
-            connection, killed["run_id"], pipeline.pipeline_info.pipeline_root,
+            connection, killed["run_id"], pipeline_args["pipeline_root"],
             f"abandoned: run {killed['run_id']} (process {killed.get('pid')} on "
             f"{killed.get('host')}) ended before this execution finished")
         logging.warning("Run %s did not finish (killed?); its unfinished executions "
                         "%s are now FAILED", killed["run_id"], failed)
-    # What LocalDagRunner.run does, with the run id chosen here (the same
-    # format) so that this process knows it.
+    # LocalDagRunner.run's run id format, chosen here so that this process
+    # knows it.
     run_id = datetime.datetime.now().isoformat()
-    ir = tfx_runner._make_pipeline_proto(pipeline)  # pylint: disable=protected-access
-    runtime_parameter_utils.substitute_runtime_parameter(
-        ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     lock.write({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname()})
     try:
-        with beam_staging.tfx_sdist_only_for_remote_runners():
-            if process_per_component:
-                _run_nodes_in_processes(ir, os.path.dirname(lock.path))
-            else:
+        if process_per_component:
+            _run_nodes_in_processes(pipeline_args, run_id, os.path.dirname(lock.path))
+        else:
+            from tfx.orchestration.local import local_dag_runner
+
+            from tfx_recsys.pipeline import beam_staging
+
+            ir = node_process.compile_pipeline(pipeline_args, run_id)
+            with beam_staging.tfx_sdist_only_for_remote_runners():
                 local_dag_runner.LocalDagRunner().run_with_ir(ir)
     finally:
         # Executions an exception left RUNNING (e.g. KeyboardInterrupt).
         try:
             fail_abandoned_executions(
-                connection, run_id, pipeline.pipeline_info.pipeline_root,
+                connection, run_id, pipeline_args["pipeline_root"],
                 f"abandoned: run {run_id} stopped before this execution finished")
         except Exception:  # pylint: disable=broad-except
             logging.exception("Could not mark the unfinished executions of run %s "
@@ -507,22 +508,27 @@ def _run_local_dag(pipeline, connection, lock: _RunLock,
             lock.write({})
 
 
-def _run_nodes_in_processes(ir, root: str) -> None:
-    """What LocalDagRunner.run_with_ir does, each component in a child
-    process (node_process.py) that ends when the component does.
+def _run_nodes_in_processes(pipeline_args: Dict, run_id: str, root: str) -> None:
+    """What LocalDagRunner.run_with_ir does, with the pipeline compiled and
+    each component run in a child process (node_process.py) that ends when
+    it does.
 
-    The same launcher and store, so caching, lineage and the run id are as
-    in one process; what a component allocated is returned to the system
-    before the next one starts. Costs a Python start and a TensorFlow import
-    (5-15 s) per component. Progress is logged in the parent, with
-    LocalDagRunner's own messages, so the CLI's progress lines do not change.
+    This process imports neither TensorFlow nor TFX's runtime (about 1 GiB
+    with TensorFlow): it only starts the children, one at a time, and logs
+    their progress, as Kubeflow's orchestrator starts containers. The same
+    launcher and store, so caching, lineage and the run id are as in one
+    process; what a component allocated is returned to the system before the
+    next one starts. Costs a Python start and a TensorFlow import (5-15 s)
+    per component. Progress is logged here, with LocalDagRunner's own
+    messages, so the CLI's progress lines do not change.
     """
     import logging as std_logging
-    import subprocess
+    import pickle
     import sys
     import tempfile
 
     from absl import logging
+    from tfx.proto.orchestration import pipeline_pb2
 
     from tfx_recsys.pipeline import node_process
 
@@ -531,9 +537,6 @@ def _run_nodes_in_processes(ir, root: str) -> None:
             shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
     work_dir = tempfile.mkdtemp(prefix=_NODES_DIR_PREFIX, dir=root)
     try:
-        ir_path = os.path.join(work_dir, "pipeline.pb")
-        with open(ir_path, "wb") as f:
-            f.write(ir.SerializeToString())
         env = dict(os.environ)
         # The child imports what this process can: the package, and any
         # module a test or a user put on sys.path for a run_fn.
@@ -544,50 +547,48 @@ def _run_nodes_in_processes(ir, root: str) -> None:
         env.pop(node_process.LOG_FILE_ENV, None)
         if log_files:
             env[node_process.LOG_FILE_ENV] = log_files[0]
+
+        def run_child(name: str, *argv: str) -> Dict:
+            result_path = os.path.join(work_dir, f"{name}.result")
+            child = subprocess.Popen([sys.executable, "-m", node_process.__name__,
+                                      *argv, result_path], env=env)
+            logging.info(CHILD_PROCESS_MESSAGE, name, child.pid)
+            _wait_for_child(child)
+            result = _read_node_result(result_path, name)
+            if result["error"] is not None:
+                raise result["error"]
+            return result
+
+        ir_path = os.path.join(work_dir, "pipeline.pb")
+        args_path = os.path.join(work_dir, "pipeline_args.pickle")
+        with open(args_path, "wb") as f:
+            pickle.dump(pipeline_args, f)
+        run_child(COMPILE_STEP, node_process.COMPILE, args_path, run_id, ir_path)
+        ir = pipeline_pb2.Pipeline()
+        with open(ir_path, "rb") as f:
+            ir.ParseFromString(f.read())
         for node in ir.nodes:
             node_id = node.pipeline_node.node_info.id
             if node.pipeline_node.execution_options.HasField("skip"):
                 logging.info("Skipping component %s.", node_id)
                 continue
             logging.info("Component %s is running.", node_id)
-            if _light_node(node.pipeline_node):  # logs its own cache use
-                node_process.launch_node(ir, node_id)
-            else:
-                result_path = os.path.join(work_dir, f"{node_id}.result")
-                child = subprocess.Popen(
-                    [sys.executable, "-m", node_process.__name__, ir_path, node_id,
-                     result_path], env=env)
-                logging.info(CHILD_PROCESS_MESSAGE, node_id, child.pid)
-                _wait_for_child(child)
-                result = _read_node_result(result_path, node_id)
-                if result["error"] is not None:
-                    raise result["error"]
-                if result["cached_execution"] is not None:
-                    logging.info("A cached execution %d is used.",
-                                 result["cached_execution"])
+            result = run_child(node_id, ir_path, node_id)
+            if result["cached_execution"] is not None:
+                logging.info("A cached execution %d is used.", result["cached_execution"])
             logging.info("Component %s is finished.", node_id)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
 CHILD_PROCESS_MESSAGE = "Component %s runs in process %d."
+COMPILE_STEP = "compile"  # the child that builds and compiles the pipeline
 _NODES_DIR_PREFIX = ".nodes-"  # <root>/.nodes-*: the IR and the children's results
-
-# Components that read or write little: a process of their own would cost
-# more start-up than the memory it gives back.
-_LIGHT_NODE_TYPES = ("Importer", "Resolver", "ImportSchemaGen", "ExampleValidator",
-                     "AnomaliesGate")
-
-
-def _light_node(pipeline_node) -> bool:
-    return pipeline_node.node_info.type.name.rsplit(".", 1)[-1] in _LIGHT_NODE_TYPES
 
 
 def _wait_for_child(child) -> None:
     """Waits for a component's process; if this one is interrupted first
     (Ctrl-C, SIGTERM as an exception), stops the child before going on."""
-    import subprocess
-
     try:
         child.wait()
     except BaseException:

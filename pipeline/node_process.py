@@ -1,9 +1,11 @@
 """Runs one component of a compiled pipeline in a process of its own.
 
-The child side of local_runner's process-per-component mode: the parent
-compiles the pipeline once, writes its IR (run id already substituted) to a
-file and starts `python -m tfx_recsys.pipeline.node_process IR NODE RESULT`
-for each component in turn, as Kubeflow starts one container per component.
+The child side of local_runner's process-per-component mode: the parent,
+which imports neither TensorFlow nor TFX's runtime, first starts
+`python -m tfx_recsys.pipeline.node_process --compile ARGS RUN_ID IR RESULT`
+to build the pipeline from create_pipeline()'s pickled arguments and write
+its IR (run id substituted), then `... node_process IR NODE RESULT` for each
+component in turn, as Kubeflow starts one container per component.
 What a component allocates (Beam's buffers, TensorFlow's heap, a corpus of a
 million items) then goes back to the system when it ends, instead of adding
 up in one long-lived process.
@@ -20,13 +22,40 @@ import os
 import pickle
 import signal
 import sys
-from typing import Optional
+from typing import Any, Dict, Optional
 
 # Set by the parent: where to append log records (its log file), and its pid.
 LOG_FILE_ENV = "RECSYS_NODE_LOG_FILE"
 PARENT_PID_ENV = "RECSYS_NODE_PARENT_PID"
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CACHED_MESSAGE = "A cached execution %d is used."
+# First argument of the child that compiles the pipeline instead of running a node.
+COMPILE = "--compile"
+
+
+def compile_pipeline(pipeline_args: Dict[str, Any], run_id: str):
+    """The IR (pipeline_pb2.Pipeline) of create_pipeline(**pipeline_args),
+    with run id `run_id` substituted, as LocalDagRunner.run compiles it."""
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
+
+    from tfx_recsys.pipeline.pipeline import create_pipeline
+
+    ir = tfx_runner._make_pipeline_proto(  # pylint: disable=protected-access
+        create_pipeline(**pipeline_args))
+    runtime_parameter_utils.substitute_runtime_parameter(
+        ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    return ir
+
+
+def _compile_to(args_path: str, run_id: str, ir_path: str) -> None:
+    """compile_pipeline() of the pickled arguments in `args_path`, written
+    to `ir_path`."""
+    with open(args_path, "rb") as f:
+        pipeline_args = pickle.load(f)
+    ir = compile_pipeline(pipeline_args, run_id)
+    with open(ir_path, "wb") as f:
+        f.write(ir.SerializeToString())
 
 
 def launch_node(ir, node_id: str) -> Optional[int]:
@@ -109,9 +138,29 @@ def _picklable(error: BaseException) -> BaseException:
 
 
 def main(argv) -> int:
-    ir_path, node_id, result_path = argv
+    """`IR NODE RESULT`: launches one node; `--compile ARGS RUN_ID IR RESULT`:
+    compiles the pipeline. Either writes RESULT (see the module docstring)."""
     _die_with_parent()
     _configure_logging()
+    result_path = argv[-1]
+    result = {"cached_execution": None, "error": None}
+    try:
+        if argv[0] == COMPILE:
+            _, args_path, run_id, ir_path, _ = argv
+            _compile_to(args_path, run_id, ir_path)
+        else:
+            ir_path, node_id, _ = argv
+            result["cached_execution"] = _launch_from_file(ir_path, node_id)
+    except BaseException as e:  # pylint: disable=broad-except
+        logging.exception("%s failed", "Compiling the pipeline" if argv[0] == COMPILE
+                          else f"Component {argv[1]}")
+        result["error"] = _picklable(e)
+    with open(result_path, "wb") as f:
+        pickle.dump(result, f)
+    return 1 if result["error"] is not None else 0
+
+
+def _launch_from_file(ir_path: str, node_id: str) -> Optional[int]:
     from tfx.proto.orchestration import pipeline_pb2
 
     from tfx_recsys.pipeline import beam_staging
@@ -119,16 +168,8 @@ def main(argv) -> int:
     ir = pipeline_pb2.Pipeline()
     with open(ir_path, "rb") as f:
         ir.ParseFromString(f.read())
-    result = {"cached_execution": None, "error": None}
-    try:
-        with beam_staging.tfx_sdist_only_for_remote_runners():
-            result["cached_execution"] = launch_node(ir, node_id)
-    except BaseException as e:  # pylint: disable=broad-except
-        logging.exception("Component %s failed", node_id)
-        result["error"] = _picklable(e)
-    with open(result_path, "wb") as f:
-        pickle.dump(result, f)
-    return 1 if result["error"] is not None else 0
+    with beam_staging.tfx_sdist_only_for_remote_runners():
+        return launch_node(ir, node_id)
 
 
 if __name__ == "__main__":

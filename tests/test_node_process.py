@@ -20,21 +20,13 @@ def test_auto_mode_goes_by_the_size_of_the_data(tmp_path):
     assert local_runner.data_size_bytes(str(tmp_path / "a.csv")) == 1000
 
 
-def test_only_heavy_components_get_a_process_of_their_own():
-    from tfx.proto.orchestration import pipeline_pb2
-
-    def node(type_name):
-        pipeline_node = pipeline_pb2.PipelineNode()
-        pipeline_node.node_info.type.name = type_name
-        return pipeline_node
-
-    for light in ("tfx.dsl.components.common.resolver.Resolver",
-                  "tfx.components.example_validator.component.ExampleValidator",
-                  "tfx_recsys.components.anomalies_gate.component.AnomaliesGate"):
-        assert local_runner._light_node(node(light))
-    for heavy in ("tfx.components.transform.component.Transform",
-                  "tfx_recsys.components.retrieval_evaluator.component.RetrievalEvaluator"):
-        assert not local_runner._light_node(node(heavy))
+def test_a_pipeline_that_does_not_compile_fails_with_its_own_error(tiny_data, tmp_path):
+    # create_pipeline() runs in the compiling child; its error crosses back.
+    with pytest.raises(TypeError, match="not_a_setting"):
+        local_runner.run(tiny_data, str(tmp_path), process_per_component=True,
+                         not_a_setting=1)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".nodes-")]
+    assert (tmp_path / local_runner.LOCK_FILE).read_text().strip() == "{}"  # run over
 
 
 def test_a_component_process_that_leaves_no_result_is_reported(tmp_path):

@@ -170,33 +170,47 @@ def test_runs_with_nothing_changed_reuse_the_cache_and_push_nothing_new(tiny_run
     assert run_summary.summary(str(root))["reason"] == "already serving this model"
 
 
-def test_same_data_and_seed_give_identical_metrics(tiny_run, tiny_data, tmp_path,
-                                                   caplog, monkeypatch):
+# A run with each component in a process of its own, in a fresh Python:
+# prints which children it started and whether it imported TensorFlow itself.
+_RUN_PER_COMPONENT = """
+import json, logging, sys
+from tfx_recsys import config
+from tfx_recsys.pipeline import local_runner
+
+children = []
+class Children(logging.Handler):
+    def emit(self, record):
+        if record.msg == local_runner.CHILD_PROCESS_MESSAGE:
+            children.append(record.args[0])
+logging.getLogger("absl").setLevel(logging.INFO)
+logging.getLogger("absl").addHandler(Children())
+local_runner.run(sys.argv[1], sys.argv[2],
+                 training=config.TwoTowerConfig(epochs=5, batch_size=256),
+                 top_ks=(5, 10, 50), blessing=config.BlessingConfig(metric="recall@10"),
+                 enable_cache=False, process_per_component=True)
+print(json.dumps({"children": children, "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+def test_same_data_and_seed_give_identical_metrics(tiny_run, tiny_data, tmp_path):
     """A second, uncached run from scratch reproduces every metric exactly,
     though it runs each component in a process of its own (tiny_run ran all
-    in one): the mode changes where components run, not what they compute."""
+    in one): the mode changes where components run, not what they compute.
+    The run's own process only starts them: it never imports TensorFlow."""
     import json
-    import logging
-    import tempfile
 
-    from tfx_recsys import config
-    from tfx_recsys.pipeline import local_runner
-
-    temp_dir = tmp_path / "temp"  # components' processes inherit TMPDIR
+    temp_dir = tmp_path / "temp"  # the components' temp dir
     temp_dir.mkdir()
-    monkeypatch.setenv("TMPDIR", str(temp_dir))
-    monkeypatch.setattr(tempfile, "tempdir", str(temp_dir))
-    with caplog.at_level(logging.INFO, logger="absl"):
-        local_runner.run(tiny_data, str(tmp_path / "again"),
-                         training=config.TwoTowerConfig(epochs=5, batch_size=256),
-                         top_ks=(5, 10, 50),
-                         blessing=config.BlessingConfig(metric="recall@10"),
-                         enable_cache=False, process_per_component=True)
-    children = {r.args[0] for r in caplog.records
-                if r.msg == local_runner.CHILD_PROCESS_MESSAGE}
-    assert {"InteractionsExampleGen", "Transform", "Trainer", "RankingTrainer",
-            "RetrievalEvaluator", "ScannPusher"} <= children
-    assert "ExampleValidator" not in children  # light: run in this process
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_PER_COMPONENT, tiny_data, str(tmp_path / "again")],
+        capture_output=True, text=True, env=dict(os.environ, TMPDIR=str(temp_dir)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert run["children"][0] == "compile"
+    assert {"InteractionsExampleGen", "ImportSchemaGen", "ExampleValidator",
+            "AnomaliesGate", "Transform", "Trainer", "RankingTrainer",
+            "RetrievalEvaluator", "ScannPusher"} <= set(run["children"])
+    assert not run["tensorflow"]
     assert not tfx_sdists_under(str(temp_dir))  # see beam_staging
     first, again = (run_summary.summary(root)["evaluation"]
                     for root in (tiny_run.root, str(tmp_path / "again")))
