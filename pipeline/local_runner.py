@@ -542,6 +542,11 @@ def _run_nodes_in_processes(pipeline_args: Dict, run_id: str, root: str) -> None
         # module a test or a user put on sys.path for a run_fn.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env[node_process.PARENT_PID_ENV] = str(os.getpid())
+        # The children end with os._exit (see node_process), which skips the
+        # atexit handlers that delete their temp files (TensorFlow's
+        # autograph sources): give them a temp dir that goes with work_dir.
+        env["TMPDIR"] = os.path.join(work_dir, "tmp")
+        os.mkdir(env["TMPDIR"])
         log_files = [h.baseFilename for h in std_logging.getLogger().handlers
                      if isinstance(h, std_logging.FileHandler)]
         env.pop(node_process.LOG_FILE_ENV, None)
