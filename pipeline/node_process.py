@@ -142,18 +142,19 @@ def main(argv) -> int:
     compiles the pipeline. Either writes RESULT (see the module docstring)."""
     _die_with_parent()
     _configure_logging()
+    compiling = argv[0] == COMPILE
+    step = "Compiling the pipeline" if compiling else f"Component {argv[1]}"
     result_path = argv[-1]
     result = {"cached_execution": None, "error": None}
     try:
-        if argv[0] == COMPILE:
+        if compiling:
             _, args_path, run_id, ir_path, _ = argv
             _compile_to(args_path, run_id, ir_path)
         else:
             ir_path, node_id, _ = argv
             result["cached_execution"] = _launch_from_file(ir_path, node_id)
     except BaseException as e:  # pylint: disable=broad-except
-        logging.exception("%s failed", "Compiling the pipeline" if argv[0] == COMPILE
-                          else f"Component {argv[1]}")
+        logging.exception("%s failed", step)
         result["error"] = _picklable(e)
     with open(result_path, "wb") as f:
         pickle.dump(result, f)
