@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput bench-scale lock clean
+.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput bench-scale bench-backtest lock clean
 
 setup: $(STAMP)
 
@@ -74,6 +74,11 @@ bench-throughput: setup
 # of `make bench`).
 bench-scale: setup
 	$(VENV_PY) bench/scale.py
+
+# What users get: the pushed model, queried through serving_default in a
+# fresh process, scored on MovieLens-100K interactions after its data's cut.
+bench-backtest: setup
+	$(VENV_PY) bench/backtest.py
 
 # Re-resolve the lock after editing requirements/requirements.in.
 lock: | $(UV)

@@ -65,6 +65,7 @@ def create_pipeline(
     index_gate: config.IndexGateConfig = config.IndexGateConfig(),
     serving_top_k: int = config.SERVING_TOP_K,
     max_eval_users: int = config.MAX_EVAL_USERS,
+    refit: bool = True,
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
@@ -100,6 +101,10 @@ def create_pipeline(
       serving_top_k: how many items the served model returns.
       max_eval_users: the evaluator scores at most this many eval users (a
         seeded sample, the same every run); 0 = all.
+      refit: the final fit: retrain the models with the same settings on
+        every interaction (a second Transform, vocabularies included, and
+        Trainers) and push those once the evaluator blesses the models
+        trained on the train split; False: push the evaluated models.
       metadata_connection_config: ML Metadata store (None: the runner's).
       beam_pipeline_args: options of the Beam pipelines components run.
       enable_cache: reuse results of unchanged components.
@@ -137,7 +142,8 @@ def create_pipeline(
     dataset_json = json.dumps(dataset)
     # Interactions joined with user and item features and the user's earlier
     # history, split as the config says; bad rows counted and set aside.
-    example_gen = InteractionsExampleGen(input_base=data_path, dataset=dataset_json)
+    example_gen = InteractionsExampleGen(input_base=data_path, dataset=dataset_json,
+                                         with_refit_examples=refit)
 
     # Statistics of every split, the checked-in schema, and the check of one
     # against the other.
@@ -151,49 +157,54 @@ def create_pipeline(
     anomalies_gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], schema_path=schema_path)
 
-    # Vocabularies and buckets, fitted on the train split only.
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn=preprocessing_fn,
-        splits_config=transform_pb2.SplitsConfig(
-            analyze=[config.TRAIN_SPLIT],
-            transform=[config.TRAIN_SPLIT, config.EVAL_SPLIT]),
-        # No pre-/post-transform statistics: StatisticsGen already describes
-        # the raw data, nothing reads them, and they are two more passes of
-        # TFDV over every example.
-        disable_statistics=True,
-        custom_config={"dataset": dataset, "code_fingerprint": code_fingerprint})
-    transform.add_upstream_node(anomalies_gate)
-
-    def trainer_on_transform(run_fn_path: str, custom_config,
-                             epochs) -> trainer_with_epochs.Trainer:
-        # TFX's Trainer plus an `epochs` property (a RuntimeParameter on
-        # Kubeflow, None locally: custom_config's epochs then hold).
-        return trainer_with_epochs.Trainer(
-            run_fn=run_fn_path,
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
+    def transform_of(examples, analyze: List[str], transform_splits: List[str]):
+        # One feature contract (preprocessing_fn) over the splits given; no
+        # pre-/post-transform statistics: StatisticsGen already describes the
+        # raw data, nothing reads them, and they are two more passes of TFDV
+        # over every example.
+        return tfx.components.Transform(
+            examples=examples,
             schema=schema_gen.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
-            eval_args=tfx.proto.EvalArgs(splits=[config.EVAL_SPLIT]),
-            custom_config=custom_config,
-            epochs=epochs)
+            preprocessing_fn=preprocessing_fn,
+            splits_config=transform_pb2.SplitsConfig(
+                analyze=analyze, transform=transform_splits),
+            disable_statistics=True,
+            custom_config={"dataset": dataset, "code_fingerprint": code_fingerprint})
 
-    # The retrieval model (two-tower or DNN softmax).
-    trainer = trainer_on_transform(
-        run_fn,
-        runtime.get("trainer_custom_config",
-                    trainer_custom_config(training, dataset, code_fingerprint)),
-        runtime.get("epochs"))
+    def trainers_on(transform, eval_split: str):
+        # The retrieval model (two-tower or DNN softmax) and the ranking
+        # model (NCF, or None) on the same transformed examples: TFX's
+        # Trainer plus an `epochs` property (a RuntimeParameter on Kubeflow,
+        # None locally: custom_config's epochs then hold).
+        def trainer(run_fn_path: str, custom_config, epochs):
+            return trainer_with_epochs.Trainer(
+                run_fn=run_fn_path,
+                examples=transform.outputs["transformed_examples"],
+                transform_graph=transform.outputs["transform_graph"],
+                schema=schema_gen.outputs["schema"],
+                train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
+                eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
+                custom_config=custom_config,
+                epochs=epochs)
 
-    # The ranking model (NCF) on the same transformed examples.
-    ranking_trainer = None
-    if ranking_run_fn:
-        ranking_trainer = trainer_on_transform(
-            ranking_run_fn, trainer_custom_config(ranking, dataset, code_fingerprint),
-            runtime.get("ranker_epochs"),
-        ).with_id("RankingTrainer")
+        retrieval = trainer(
+            run_fn,
+            runtime.get("trainer_custom_config",
+                        trainer_custom_config(training, dataset, code_fingerprint)),
+            runtime.get("epochs"))
+        ranking_trainer = (trainer(ranking_run_fn,
+                                   trainer_custom_config(ranking, dataset, code_fingerprint),
+                                   runtime.get("ranker_epochs"))
+                           if ranking_run_fn else None)
+        return retrieval, ranking_trainer
+
+    # Vocabularies and buckets, fitted on the train split only.
+    transform = transform_of(example_gen.outputs["examples"], [config.TRAIN_SPLIT],
+                             [config.TRAIN_SPLIT, config.EVAL_SPLIT])
+    transform.add_upstream_node(anomalies_gate)
+    trainer, ranking_trainer = trainers_on(transform, config.EVAL_SPLIT)
+    if ranking_trainer:
+        ranking_trainer = ranking_trainer.with_id("RankingTrainer")
     ranking_model = ranking_trainer.outputs["model"] if ranking_trainer else None
 
     # The last blessed model, if any: the no-regression reference.
@@ -214,15 +225,42 @@ def create_pipeline(
         diversity_feature=_diversity_feature(dataset),
         ranking_model=ranking_model, rerank=rerank, max_eval_users=max_eval_users)
 
-    # A blessed model with a proven ScaNN index goes out, with its fallbacks.
-    pusher = ScannPusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        items=example_gen.outputs["items"],
-        examples=example_gen.outputs["examples"],
-        serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate,
-        ranking_model=ranking_model, rerank=rerank,
-        diversity_feature=_diversity_feature(dataset))
+    def pusher_of(model, ranker, **evaluated) -> ScannPusher:
+        # A blessed model with a proven ScaNN index goes out, with its
+        # fallbacks and the user state of every accepted interaction.
+        return ScannPusher(
+            model=model, model_blessing=evaluator.outputs["blessing"],
+            items=example_gen.outputs["items"],
+            examples=example_gen.outputs["examples"],
+            serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate,
+            ranking_model=ranker, rerank=rerank,
+            diversity_feature=_diversity_feature(dataset), **evaluated)
+
+    refit_nodes = []
+    if refit:
+        # The final fit: the same settings on every interaction (vocabularies
+        # refitted, so users and items of the eval period are known); the
+        # pusher ships it if the evaluated models are blessed. It does not
+        # wait for the blessing (a condition on it would make each new
+        # blessing an input of the refit, which would then never be cached).
+        refit_transform = transform_of(example_gen.outputs["refit_examples"],
+                                       [config.TRAIN_SPLIT],
+                                       [config.TRAIN_SPLIT]).with_id("RefitTransform")
+        refit_transform.add_upstream_node(anomalies_gate)
+        refit_trainer, refit_ranking_trainer = trainers_on(refit_transform,
+                                                           config.TRAIN_SPLIT)
+        refit_trainer = refit_trainer.with_id("RefitTrainer")
+        if refit_ranking_trainer:
+            refit_ranking_trainer = refit_ranking_trainer.with_id("RefitRankingTrainer")
+        pusher = pusher_of(
+            refit_trainer.outputs["model"],
+            refit_ranking_trainer.outputs["model"] if refit_ranking_trainer else None,
+            evaluated_model=trainer.outputs["model"],
+            evaluated_ranking_model=ranking_model)
+        refit_nodes = [refit_transform, refit_trainer,
+                       *([refit_ranking_trainer] if refit_ranking_trainer else [])]
+    else:
+        pusher = pusher_of(trainer.outputs["model"], ranking_model)
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
@@ -230,7 +268,7 @@ def create_pipeline(
         components=[example_gen, statistics_gen, schema_gen, example_validator,
                     anomalies_gate, transform, trainer,
                     *([ranking_trainer] if ranking_trainer else []),
-                    latest_blessed, evaluator, pusher],
+                    *refit_nodes, latest_blessed, evaluator, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

@@ -15,11 +15,29 @@ from tfx_recsys.data import synthetic  # noqa: E402
 TINY = dict(num_users=60, num_items=80, num_interactions=1200, seed=3)
 
 
+# Users who take a cold item (in no generated interaction) after everything
+# else they did: an item released in the eval period, which only the model
+# refit on every interaction knows.
+LATE_ITEM_USERS = ("u1", "u2", "u3")
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> str:
-    """A seeded synthetic dataset in the native format (60 users, 80 items)."""
+    """A seeded synthetic dataset in the native format (60 users, 80 items),
+    plus a late item (LATE_ITEM_USERS)."""
+    import csv
+
     directory = str(tmp_path_factory.mktemp("tiny_data"))
     synthetic.generate_synthetic(directory, **TINY)
+    path = os.path.join(directory, "interactions.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(directory, "items.csv"), newline="") as f:
+        cold = sorted({r["item_id"] for r in csv.DictReader(f)} - {r["item_id"] for r in rows})
+    latest = max(int(r["timestamp"]) for r in rows)
+    with open(path, "a") as f:
+        for n, user in enumerate(LATE_ITEM_USERS, 1):
+            f.write(f"{user},{cold[0]},5,{latest + n}\n")
     return directory
 
 

@@ -33,22 +33,28 @@ def _artifact(kind, uri):
     return artifact
 
 
-def _run_example_gen(data_dir, out_dir):
+def _run_example_gen(data_dir, out_dir, refit=False, split=None):
+    """Examples, items (and with `refit`, refit_examples) of the synthetic
+    config, its split replaced by `split` when given."""
     dataset = dataset_config.load(dataset_config.builtin_path("synthetic"))
+    if split is not None:
+        dataset = dataclasses.replace(dataset, split=split)
     component = example_gen.InteractionsExampleGen(input_base=data_dir,
-                                                   dataset=dataset.to_json())
+                                                   dataset=dataset.to_json(),
+                                                   with_refit_examples=refit)
     # As the orchestrator passes them: protos as JSON strings.
     properties = {k: (json_format.MessageToJson(v) if isinstance(v, message.Message) else v)
                   for k, v in component.exec_properties.items()}
     examples = _artifact(standard_artifacts.Examples, out_dir / "examples")
     items = _artifact(standard_artifacts.Examples, out_dir / "items")
     users = _artifact(standard_artifacts.Examples, out_dir / "users")
+    refit_examples = _artifact(standard_artifacts.Examples, out_dir / "refit")
     executor = example_gen_executor.Executor(
         example_gen_executor.Executor.Context(beam_pipeline_args=BEAM_ARGS,
                                               tmp_dir=str(out_dir / "tmp")))
-    executor.Do({}, {"examples": [examples], "items": [items], "users": [users]},
-                properties)
-    return examples, items
+    executor.Do({}, {"examples": [examples], "items": [items], "users": [users],
+                     "refit_examples": [refit_examples]}, properties)
+    return (examples, items, refit_examples) if refit else (examples, items)
 
 
 def _read_csv(path):
@@ -83,6 +89,41 @@ def test_example_gen_joins_and_splits_every_interaction_by_time(tiny_data, tmp_p
     assert sorted(examples_io.scalar(r, "item_id") for r in corpus) == \
         sorted(r["item_id"] for r in item_rows)
     assert json.loads(items.split_names) == [config.ITEMS_SPLIT]
+
+
+def test_example_gen_refit_examples_hold_every_interaction_history_across_the_cut(
+        tiny_data, tmp_path):
+    """The final fit's data, with a global cut: every accepted interaction
+    once (users and items seen only after the cut included), as train, each
+    history running up to the interaction before, across the cut."""
+    examples, _, refit = _run_example_gen(tiny_data, tmp_path, refit=True,
+                                          split=dataset_config.Split("global_time", 0.2))
+    splits = {split: list(examples_io.read_rows(examples.uri, split))
+              for split in (config.TRAIN_SPLIT, config.EVAL_SPLIT)}
+    refit_rows = list(examples_io.read_rows(refit.uri, config.TRAIN_SPLIT))
+    assert json.loads(refit.split_names) == [config.TRAIN_SPLIT]
+
+    def key(row):
+        return tuple(examples_io.scalar(row, f) for f in ("user_id", "item_id", "timestamp"))
+
+    assert sorted(map(key, refit_rows)) == sorted(map(key, splits["train"] + splits["eval"]))
+    eval_keys = {key(r)[:2] for r in splits["eval"]}
+    # Histories cross the cut: some hold items taken after it.
+    assert any(any((examples_io.scalar(r, "user_id"), item) in eval_keys
+                   for item in r.get("history", [])) for r in refit_rows)
+    by_user = collections.defaultdict(list)
+    for row in refit_rows:
+        by_user[examples_io.scalar(row, "user_id")].append(row)
+    for rows in by_user.values():
+        for row in rows:
+            earlier = sorted((examples_io.scalar(r, "timestamp"), examples_io.scalar(r, "item_id"))
+                             for r in rows if examples_io.scalar(r, "timestamp")
+                             < examples_io.scalar(row, "timestamp"))
+            assert row.get("history", []) == [item for _, item in earlier][-50:]
+    # Without the final fit, the output is there and empty.
+    _run_example_gen(tiny_data, tmp_path / "plain")
+    assert os.listdir(tmp_path / "plain" / "refit") == ["Split-train"]
+    assert not os.listdir(tmp_path / "plain" / "refit" / "Split-train")
 
 
 def _latest_outputs(root, component, key):
@@ -231,15 +272,20 @@ def _blessing(tmp_path, blessed):
     return blessing
 
 
-def _run_pusher(tiny_run, tmp_path, blessed, gate=config.IndexGateConfig(), name="pushed"):
+def _run_pusher(tiny_run, tmp_path, blessed, gate=config.IndexGateConfig(), name="pushed",
+                model="Trainer", evaluated_model=None):
     found = _input_dict_from_run(tiny_run.root)
     pushed = _artifact(standard_artifacts.PushedModel, tmp_path / name)
     serving = tmp_path / "serving" / "retrieval"
+    evaluated = ({"evaluated_model": _as_tfx(_latest_outputs(tiny_run.root, evaluated_model,
+                                                             "model"), standard_artifacts.Model)}
+                 if evaluated_model else {})
     pusher_executor.Executor().Do(
-        {"model": _as_tfx(found["model"], standard_artifacts.Model),
+        {"model": _as_tfx(_latest_outputs(tiny_run.root, model, "model"),
+                          standard_artifacts.Model),
          "model_blessing": [_blessing(tmp_path, blessed)],
          "items": _as_tfx(found["items"], standard_artifacts.Examples),
-         "examples": _as_tfx(found["examples"], standard_artifacts.Examples)},
+         "examples": _as_tfx(found["examples"], standard_artifacts.Examples), **evaluated},
         {"pushed_model": [pushed]},
         {"serving_dir": str(serving), "top_k": 10,
          "index_gate": json.dumps(dataclasses.asdict(gate))})
@@ -294,6 +340,23 @@ def test_pusher_publishes_scann_brute_force_and_embeddings_and_keeps_n(tiny_run,
     assert int(newer) > int(version)
     for model in ("retrieval", "retrieval_bruteforce", "retrieval_embeddings"):
         assert os.listdir(tmp_path / "serving" / model) == [newer]
+
+
+def test_pusher_ships_a_refit_that_ranks_the_eval_split_better_and_refuses_a_broken_one(
+        tiny_run, tmp_path):
+    pushed, serving = _run_pusher(tiny_run, tmp_path, blessed=1, name="refit",
+                                  model="RefitTrainer", evaluated_model="Trainer")
+    assert pushed.get_int_custom_property("pushed") == 1
+    assert pushed.get_string_custom_property("served_model") == "refit"
+    evaluated = pushed.get_float_custom_property("refit_check_evaluated_recall")
+    assert pushed.get_float_custom_property("refit_check_refit_recall") > evaluated > 0
+    # The other way round, the "refit" never saw the eval split and ranks it
+    # worse than the "evaluated" model, which did: not pushed.
+    broken, _ = _run_pusher(tiny_run, tmp_path, blessed=1, name="broken",
+                            model="Trainer", evaluated_model="RefitTrainer")
+    assert broken.get_int_custom_property("pushed") == 0
+    assert "the refit looks broken" in broken.get_string_custom_property("reason")
+    assert os.listdir(serving) == [pushed.get_string_custom_property("pushed_version")]
 
 
 def test_example_gen_writes_the_same_records_in_the_same_order_every_run(tiny_data, tmp_path):

@@ -13,7 +13,8 @@ from tfx_recsys import config, examples_io, run_summary
 
 COMPONENTS = ["InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
-              "RankingTrainer", "RetrievalEvaluator", "ScannPusher"]
+              "RankingTrainer", "RetrievalEvaluator", "RefitTransform", "RefitTrainer",
+              "RefitRankingTrainer", "ScannPusher"]
 
 
 def _producer(store, artifact_id):
@@ -71,50 +72,115 @@ def test_evaluation_measures_the_ranker_and_the_served_two_stage_list(tiny_run):
         assert overall["num_users"] == model["num_users"] > 0
         assert 0.0 <= overall["ndcg@10"] <= 1.0
     assert ranking["rerank"]["candidates"] == config.RerankConfig().candidates
+    # The property reads back with six decimals (seen: 0.394368 for
+    # 0.3943675...), so compare to that.
     assert run_summary.property_value(evaluation, "two_stage_ndcg@10") == \
-        pytest.approx(ranking["two_stage"]["overall"]["ndcg@10"])
+        pytest.approx(ranking["two_stage"]["overall"]["ndcg@10"], abs=1e-6)
+
+
+def test_pushed_model_is_the_refit_and_lineage_names_the_evaluated_one(tiny_run):
+    """The pusher's `model` is the RefitTrainer's (trained on every
+    interaction); its `evaluated_model` is the Trainer's, the one the
+    evaluator blessed."""
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    store = run_summary.open_store(tiny_run.root)
+    pusher = run_summary.latest_execution(store, "ScannPusher")
+    inputs = {}
+    for event in store.get_events_by_execution_ids([pusher.id]):
+        if event.type == pb.Event.INPUT:
+            key = event.path.steps[0].key
+            inputs[key] = run_summary.node_id(store, _producer(store, event.artifact_id))
+    assert inputs["model"] == "RefitTrainer" and inputs["ranking_model"] == "RefitRankingTrainer"
+    assert inputs["evaluated_model"] == "Trainer"
+    assert inputs["evaluated_ranking_model"] == "RankingTrainer"
+    evaluator = run_summary.latest_execution(store, "RetrievalEvaluator")
+    evaluated = {run_summary.node_id(store, _producer(store, a.id))
+                 for a in run_summary.input_artifacts(store, evaluator)
+                 if a.type_id == store.get_artifact_type("Model").id}
+    assert evaluated == {"Trainer", "RankingTrainer"}
+    result = run_summary.summary(tiny_run.root)
+    assert result["served_model"] == "refit"
+    assert result["refit_check_refit_recall"] > result["refit_check_evaluated_recall"]
+    assert "the final fit" in run_summary.served_line(result)
+
+
+def test_refit_knows_the_items_first_seen_in_the_eval_period(tiny_run):
+    """The evaluated model's vocabulary is the train split's; the refit's
+    holds every user and item of both splits."""
+    import tensorflow_transform as tft
+
+    store = run_summary.open_store(tiny_run.root)
+
+    def vocabulary(transform, name):
+        execution = run_summary.latest_execution(store, transform)
+        [graph] = run_summary.output_artifacts(store, execution, "transform_graph")
+        return {v.decode() for v in tft.TFTransformOutput(graph.uri).vocabulary_by_name(name)}
+
+    ids = {split: {field: {examples_io.scalar(r, field) for r in
+                           examples_io.read_rows(_examples_uri(tiny_run.root), split)}
+                   for field in ("user_id", "item_id")} for split in ("train", "eval")}
+    eval_only_items = ids["eval"]["item_id"] - ids["train"]["item_id"]
+    assert eval_only_items  # the tiny data has some: the check is not vacuous
+    assert not eval_only_items & vocabulary("Transform", "item_id")
+    for field in ("user_id", "item_id"):
+        assert ids["train"][field] | ids["eval"][field] <= vocabulary("RefitTransform", field)
+
+
+# Every signature of both pushed twins (ScaNN and exact), in a fresh process
+# with only TensorFlow and ScaNN: {twin: {signature: [[item ids] per user]}}.
+_SERVE_EVERY_SIGNATURE = """
+import json, sys, tensorflow as tf, scann
+assert not any(m.startswith(("tfx", "tensorflow_recommenders", "tensorflow_transform"))
+               for m in sys.modules), "serving must not need the training stack"
+users = dict(user_id=tf.constant(["u1", "someone-new"]), age=tf.constant([30.0, 40.0]),
+             gender=tf.constant(["F", "M"]), occupation=tf.constant(["writer", "?"]),
+             zip_code=tf.constant(["1", "2"]))
+extra = {"serving_default": {}, "serving_with_history": {"history": tf.constant([[""]] * 2)},
+         "serving_with_exclusions": {"exclude": tf.constant([[""]] * 2)}}
+result = {}
+for twin, path in json.loads(sys.argv[1]).items():
+    model = tf.saved_model.load(path)
+    result[twin] = {}
+    for name, inputs in extra.items():
+        out = model.signatures[name](**users, **inputs)
+        assert out["item_ids"].dtype == tf.string and out["scores"].dtype == tf.float32
+        result[twin][name] = [[i.decode() for i in row] for row in out["item_ids"].numpy()]
+print(json.dumps(result))
+"""
 
 
 def test_served_model_loads_in_a_fresh_process_with_only_tensorflow_and_scann(
         tiny_run, tiny_data):
+    import json
+
     [version] = os.listdir(tiny_run.serving_dir)
-    script = f"""
-import tensorflow as tf, scann, sys
-assert not any(m.startswith(("tfx", "tensorflow_recommenders", "tensorflow_transform"))
-               for m in sys.modules), "serving must not need the training stack"
-model = tf.saved_model.load({os.path.join(tiny_run.serving_dir, version)!r})
-out = model.signatures["serving_default"](
-    user_id=tf.constant(["u1", "someone-new"]), age=tf.constant([30.0, 40.0]),
-    gender=tf.constant(["F", "M"]), occupation=tf.constant(["writer", "?"]),
-    zip_code=tf.constant(["1", "2"]))
-print(out["item_ids"].dtype.name, out["item_ids"].shape, out["scores"].dtype.name)
-for row in out["item_ids"].numpy():
-    print(",".join(i.decode() for i in row))
-"""
+    twins = {"scann": os.path.join(tiny_run.serving_dir, version),
+             "exact": os.path.join(tiny_run.serving_dir + "_bruteforce", version)}
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                          text=True, env=env, cwd="/")
+    proc = subprocess.run([sys.executable, "-c", _SERVE_EVERY_SIGNATURE, json.dumps(twins)],
+                          capture_output=True, text=True, env=env, cwd="/")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    header, known, new = proc.stdout.strip().splitlines()[-3:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
     # The tiny corpus has 80 items, fewer than the default k of 100, so the
     # served model returns all of them to a new user: the index covers the
     # whole items.csv. A known user gets every item but the ones they
-    # already interacted with, then "" padding.
-    assert header == "string (2, 80) float32"
+    # interacted with, in either split (what they did up to now), then ""
+    # padding.
     with open(os.path.join(tiny_data, "items.csv")) as f:
         item_ids = {line.split(",")[0] for line in f.read().splitlines()[1:]}
-    new = new.split(",")
-    assert len(new) == 80 and set(new) == item_ids
-    # The served model knows u1's train interactions (its eval ones are
-    # what it should find).
-    seen = {examples_io.scalar(row, "item_id")
-            for row in examples_io.read_rows(_examples_uri(tiny_run.root), "train")
-            if examples_io.scalar(row, "user_id") == "u1"}
-    known = known.split(",")
-    returned = [i for i in known if i]
-    assert seen and not seen & set(returned)
-    assert sorted(returned) == sorted(item_ids - seen)
-    assert known[len(returned):] == [""] * (80 - len(returned))
+    seen = {split: {examples_io.scalar(row, "item_id")
+                    for row in examples_io.read_rows(_examples_uri(tiny_run.root), split)
+                    if examples_io.scalar(row, "user_id") == "u1"}
+            for split in ("train", "eval")}
+    assert seen["eval"] - seen["train"]  # items u1 took only in the eval period
+    seen = seen["train"] | seen["eval"]
+    for twin, signatures in served.items():
+        for name, (known, new) in signatures.items():
+            assert len(new) == 80 and set(new) == item_ids, (twin, name)
+            returned = [i for i in known if i]
+            assert sorted(returned) == sorted(item_ids - seen), (twin, name)
+            assert known[len(returned):] == [""] * (80 - len(returned)), (twin, name)
 
 
 def test_clean_data_has_no_anomalies(tiny_run):

@@ -122,6 +122,23 @@ def test_history_holds_earlier_train_items_and_the_gap_to_the_latest():
     ]
 
 
+def test_refit_examples_are_every_interaction_with_history_up_to_the_one_before():
+    """The final fit's rows: nothing held out, so the rows eval would hold
+    are there too, and their histories include the earlier ones."""
+    interactions = [_interaction("e", 30), _interaction("a", 0), _interaction("b", 10),
+                    _interaction("c", 10), _interaction("d", 20)]
+    refit = [("train", row) for row in splitting.refit_examples(interactions, 50)]
+    assert _features(refit) == [
+        ("train", "a", [], None),
+        ("train", "b", ["a"], 10),
+        ("train", "c", ["a"], 10),
+        ("train", "d", ["a", "b", "c"], 10),
+        ("train", "e", ["a", "b", "c", "d"], 10),
+    ]
+    assert [r["history"] for r in splitting.refit_examples(interactions, 2)][-1] == \
+        ["c", "d"]
+
+
 def test_equal_timestamps_are_not_history_of_each_other():
     assigned = [("train", _interaction("a", 5)), ("train", _interaction("b", 5)),
                 ("train", _interaction("c", 7)), ("eval", _interaction("d", 7)),

@@ -100,28 +100,41 @@ def test_excluded_items_are_seen_or_disliked():
     assert two_stage.excluded_items(rows, config.RerankConfig(exclude_seen=False)) == {}
 
 
-def test_train_facts_reads_rows_once_and_genre_matrix():
+def test_user_state_reads_rows_once_and_genre_matrix():
     rows = ({"user_id": [u], "item_id": [i], "timestamp": [t], "rating": [r]}
             for u, i, t, r in [("u1", "a", 5, 4.0), ("u2", "a", 3, 1.0),
                                ("u1", "b", 9, 5.0)])  # a generator: one pass only
-    excluded, first_seen = two_stage.train_facts(
+    state = two_stage.user_state(
         rows, config.RerankConfig(exclude_seen=False, dislike_below=2.0,
                                   freshness_weight=0.5))
-    assert excluded == {"u2": ["a"]} and first_seen == {"a": 3, "b": 9}
+    assert state.excluded == {"u2": ["a"]} and state.first_seen == {"a": 3, "b": 9}
+    assert state.history is None
     matrix = two_stage.genre_matrix([["x", "y"], [], ["y"]])
     assert matrix.tolist() == [[1, 1], [0, 0], [0, 1]]
 
 
-def test_train_facts_skip_first_seen_unless_freshness_reads_it_and_share_ids():
+def test_user_state_skips_first_seen_unless_freshness_reads_it_and_shares_ids():
     rows = [{"user_id": [u], "item_id": ["item-" + i], "timestamp": [t]}
             for u, i, t in [("u1", "a", 5), ("u2", "a", 3)]]
-    excluded, first_seen = two_stage.train_facts(iter(rows), config.RerankConfig())
-    assert first_seen == {}  # freshness off: nothing to keep per item
+    state = two_stage.user_state(iter(rows), config.RerankConfig())
+    assert state.first_seen == {}  # freshness off: nothing to keep per item
     # Two rows' copies of one id become one string object.
-    assert excluded["u1"][0] is excluded["u2"][0]
-    _, first_seen = two_stage.train_facts(
+    assert state.excluded["u1"][0] is state.excluded["u2"][0]
+    state = two_stage.user_state(
         iter(rows), config.RerankConfig(freshness_weight=1.0, freshness_feature="year"))
-    assert first_seen == {}  # freshness from an item feature
+    assert state.first_seen == {}  # freshness from an item feature
+
+
+def test_user_state_history_ends_with_each_users_latest_interaction():
+    # Rows in any order, as the splits come (train, then eval): by time.
+    rows = [{"user_id": [u], "item_id": [i], "timestamp": [t]}
+            for u, i, t in [("u1", "a", 5), ("u1", "b", 9), ("ü", "é", 4),
+                            ("u1", "later", 50), ("u1", "c", 7)]]
+    history = two_stage.user_state(iter(rows), config.RerankConfig(), 3).history
+    items, last = history(tf.constant(["u1", "ü", "nobody"]))
+    assert items.numpy().tolist() == [[b"c", b"b", b"later"],
+                                      ["é".encode(), b"", b""], [b"", b"", b""]]
+    assert last.numpy().tolist()[:2] == [50, 4]
 
 
 def test_item_facts_keep_what_reranking_reads():
@@ -190,6 +203,72 @@ def test_seen_items_never_come_back(two_tower_dir, ranker_dir):  # noqa: F811
         # Everything else comes back, once each; the rest is padding.
         assert sorted(returned) == sorted(set(ITEM_IDS) - seen)
         assert [i for i in row if not i] == [b""] * len(seen)
+
+
+# The served state holds interactions the models never trained on (the eval
+# period, the latest data): u1 then took i3, and "new", a user the models do
+# not know, took i2.
+LATER = [("u1", "i3", 200), ("new", "i2", 300)]
+
+
+def _served_state_recommender(two_tower_dir, ranker_dir,  # noqa: F811
+                              rerank=config.RerankConfig()):
+    """Exact search: ScaNN cannot index four items (the pushed ScaNN model
+    and its exact twin are checked in test_pipeline.py)."""
+    retrieval = embedding.load(two_tower_dir)
+    items = _item_embeddings(retrieval)
+    index = two_stage.ExactIndex(ITEM_IDS, items, 4)
+    state = two_stage.user_state(
+        ({"user_id": [u], "item_id": [i], "timestamp": [t]} for u, i, t in EVENTS + LATER),
+        rerank, history_length=3)
+    return two_stage.build_with_exclusions(
+        retrieval, two_stage.load_ranker(ranker_dir), index, ITEM_IDS, items, None, None,
+        state.excluded, rerank, 4, state.history)
+
+
+def test_items_of_the_served_state_never_come_back_by_any_signature(
+        two_tower_dir, ranker_dir):  # noqa: F811
+    recommender = _served_state_recommender(two_tower_dir, ranker_dir)
+    users = _users("u1", "new")
+    histories = tf.constant([["i1", "i2", "i4"], ["", "", ""]])
+    outputs = [
+        _served(recommender, two_stage.SERVING_SIGNATURE, **users),
+        _served(recommender, two_stage.SERVING_WITH_HISTORY_SIGNATURE, **users,
+                history=histories),
+        _served(recommender, two_stage.SERVING_WITH_EXCLUSIONS_SIGNATURE, **users,
+                exclude=tf.constant([[""], [""]]))]
+    for out in outputs:
+        u1, new = ([i.decode() for i in row if i] for row in out["item_ids"])
+        assert u1 == []  # i1, i2, i4 in training, i3 later: all seen
+        assert sorted(new) == ["i1", "i3", "i4"]  # i2, taken later, never
+
+
+def test_served_history_ends_with_the_latest_interaction(two_tower_dir, ranker_dir):  # noqa: F811
+    recommender = _served_state_recommender(two_tower_dir, ranker_dir)
+    history, last = recommender.history(tf.constant(["u1", "new"]))
+    assert history.numpy().tolist() == [[b"i2", b"i4", b"i3"], [b"i2", b"", b""]]
+    assert last.numpy().tolist() == [200, 300]
+    # serving_default asks the retrieval model with that history: the same
+    # answer as serving_with_history given it.
+    looked_up = _served(recommender, two_stage.SERVING_SIGNATURE, **_users("new"))
+    given = _served(recommender, two_stage.SERVING_WITH_HISTORY_SIGNATURE,
+                    **_users("new"), history=tf.constant([["i2"]]))
+    assert looked_up["item_ids"].tolist() == given["item_ids"].tolist()
+    np.testing.assert_allclose(looked_up["retrieval_scores"], given["retrieval_scores"],
+                               rtol=1e-5)
+
+
+def test_the_requests_history_never_comes_back(two_tower_dir, ranker_dir):  # noqa: F811
+    recommender = _served_state_recommender(two_tower_dir, ranker_dir)
+    out = _served(recommender, two_stage.SERVING_WITH_HISTORY_SIGNATURE,
+                  **_users("stranger"), history=tf.constant([["i4", "i1"]]))
+    assert sorted(i.decode() for i in out["item_ids"][0] if i) == ["i2", "i3"]
+    # Seen items may come back only when the settings say so.
+    keep_seen = _served_state_recommender(two_tower_dir, ranker_dir,
+                                          config.RerankConfig(exclude_seen=False))
+    out = _served(keep_seen, two_stage.SERVING_WITH_HISTORY_SIGNATURE,
+                  **_users("stranger"), history=tf.constant([["i4", "i1"]]))
+    assert sorted(i.decode() for i in out["item_ids"][0]) == ITEM_IDS
 
 
 def test_request_exclusions_never_come_back(two_tower_dir, ranker_dir):  # noqa: F811

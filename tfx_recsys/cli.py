@@ -227,6 +227,7 @@ def cmd_run(args) -> int:
                              beam_pipeline_args=beam, metadata=args.metadata,
                              enable_cache=not args.no_cache, blessing=blessing,
                              rerank=rerank, max_eval_users=args.max_eval_users,
+                             refit=not args.no_refit,
                              process_per_component={"auto": None, "on": True, "off": False}[
                                  args.process_per_component],
                              **ranking_settings)
@@ -251,6 +252,7 @@ def cmd_run(args) -> int:
               f"search {result['index_latency_ms_p50']:.3f} ms (exact "
               f"{result['exact_search_latency_ms_p50']:.3f} ms), whole signature "
               f"{result['serving_latency_ms_p50']:.2f} ms (p50, one user)")
+        print(f"served:  {run_summary.served_line(result)}")
         print(f"try:     recsys recommend --root {args.root} --user <user_id>")
     else:
         print(f"pushed:  no ({result.get('reason') or 'see the log'})")
@@ -475,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training seed (default: the model config's seed)")
     run.add_argument("--no-cache", action="store_true",
                      help="re-run every component")
+    run.add_argument("--no-refit", action="store_true",
+                     help="push the evaluated models (trained on the train split) "
+                          "instead of refitting them on every interaction once blessed")
     run.add_argument("--metadata",
                      help="ML Metadata store: a SQLite file (default: "
                           "<root>/metadata.sqlite) or mysql://USER@HOST[:PORT]/DB "

@@ -19,6 +19,7 @@ The data (every key optional unless said otherwise):
      "model_name": "two_tower",
      "evaluation": metrics.json as the evaluator writes it, or None,
      "push": {"ran": bool, "pushed": bool, "version", "destination", "reason",
+              "served" (which model: run_summary.served_line),
               "figures": {name: number}, "tuning": index_tuning.json or None,
               "tuning_note", "model_dir"} or None (no push step in the run),
      "lineage_svg": SVG markup from lineage.to_svg (trusted, not escaped),
@@ -188,9 +189,13 @@ def _push(store, execution) -> Optional[Dict]:
         return {"ran": False, "pushed": False}
     artifact = artifacts[0]
     facts = _facts(artifact, ("pushed", "pushed_version", "pushed_destination", "reason"))
+    served = _facts(artifact, ("served_model", "refit_check_k",
+                               "refit_check_evaluated_recall", "refit_check_refit_recall"))
     push = {"ran": True, "pushed": bool(facts.get("pushed")),
             "version": facts.get("pushed_version"),
             "destination": facts.get("pushed_destination"), "reason": facts.get("reason"),
+            "served": run_summary.served_line({"pushed": bool(facts.get("pushed")),
+                                               **served}),
             "figures": _facts(artifact, _PUSH_FIGURES), "tuning": _read_tuning(artifact.uri),
             "tuning_note": None, "model_dir": None}
     if push["pushed"] and push["tuning"] is None:
@@ -536,6 +541,8 @@ def _header(data: Dict) -> str:
              ("components", _e(components or "–")),
              ("blessing", blessed_html),
              ("pushed", pushed_html)]
+    if push and push.get("served"):
+        facts.append(("served", _e(push["served"])))
     rows = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
     return (f'<header class="page" id="header"><h1>Run report '
             f'<span class="run">{_e(run.get("id"))}</span></h1>'

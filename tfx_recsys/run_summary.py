@@ -151,10 +151,31 @@ def summary(root: str) -> Dict:
             result["pushed"] = bool(property_value(artifact, "pushed", 0))
             result["pushed_destination"] = property_value(artifact,
                                                           "pushed_destination")
-            for name in ("reason", "index_recall", "index_recall_k", "index_latency_ms_p50",
-                         "serving_latency_ms_p50", "exact_search_latency_ms_p50"):
+            for name in PUSHED_PROPERTIES:
                 result[name] = property_value(artifact, name)
     return result
+
+
+# What summary() reads of the PushedModel (see components/scann_pusher).
+PUSHED_PROPERTIES = ("reason", "index_recall", "index_recall_k", "index_latency_ms_p50",
+                     "serving_latency_ms_p50", "exact_search_latency_ms_p50",
+                     "served_model", "refit_check_k", "refit_check_evaluated_recall",
+                     "refit_check_refit_recall")
+
+
+def served_line(result: Dict) -> str:
+    """Which model a push serves, in words (empty when nothing was pushed)."""
+    if not result.get("pushed"):
+        return ""
+    if result.get("served_model") != "refit":
+        return "the evaluated model (trained on the train split; --no-refit)"
+    line = ("the final fit: the evaluated model's settings retrained on every "
+            "interaction")
+    if result.get("refit_check_k"):
+        line += (f" (refit check, recall@{result['refit_check_k']} on the eval split: "
+                 f"evaluated {result['refit_check_evaluated_recall']:.4f}, refit "
+                 f"{result['refit_check_refit_recall']:.4f})")
+    return line
 
 
 def format_table(result: Dict, ks=(10, 50, 100), model_label: str = "model") -> str:

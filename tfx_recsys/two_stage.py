@@ -8,9 +8,10 @@ what is measured is what is served. For a batch of users:
      features -> queries float32 [batch, dim]; the index returns the `fetch`
      nearest items (ids string [batch, fetch], scores float32).
   2. exclusion: the user's excluded items (everything they interacted with
-     in the training data, and/or what they rated below a threshold) and
-     the request's own `exclude` ids are removed; the best `candidates`
-     items that remain go on. `fetch` = candidates + the most items any
+     in the data the served state was built from, and/or what they rated
+     below a threshold) and the request's own `exclude` ids (and, for
+     serving_with_history, the request's history) are removed; the best
+     `candidates` items that remain go on. `fetch` = candidates + the most items any
      user excludes + REQUEST_EXCLUSION_SLACK, so exclusions cannot empty the
      candidate list.
   3. ranking: the ranking Trainer's `score` signature scores each candidate;
@@ -26,6 +27,7 @@ tfx_recsys/models/export.py):
 
   serving_default(user_id, <each user feature>)      history looked up inside
   serving_with_history(..., history [batch, None])   history from the request
+      (its items are never returned, as the user has seen them)
   serving_with_exclusions(user_id, <each user feature>, exclude string
       [batch, None] padded with "")                  extra ids never returned
   outputs: item_ids string [batch, k], scores float32 [batch, k] (the final
@@ -34,6 +36,12 @@ tfx_recsys/models/export.py):
       When fewer than k items remain after exclusions the list is padded
       with item id "" and score PADDING_SCORE (the lowest float32, so the
       scores stay sorted and JSON-safe).
+
+The served user state (exclusions, and the history serving_default looks
+up) is built by the caller: the pusher builds it from every accepted
+interaction, so what is served knows what each user did up to the latest
+one; the evaluator builds it from the train split, the past of what it
+scores.
 """
 
 import dataclasses
@@ -45,6 +53,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_recsys import config, embedding, reranking
+from tfx_recsys.dataset_config import HISTORY, SECONDS_SINCE_PREVIOUS, USER_ID
+from tfx_recsys.models import export
 
 SERVING_SIGNATURE = "serving_default"
 SERVING_WITH_HISTORY_SIGNATURE = "serving_with_history"
@@ -197,17 +207,24 @@ class TwoStageRecommender(tf.Module):
       exclusions: UserItems of each user's excluded items.
       rerank: config.RerankConfig.
       k: items returned per user.
+      history: export.UserHistory that serving_default and
+        serving_with_exclusions look each user's history up in; None: the
+        retrieval model's own table (the history of its train data).
     """
 
     def __init__(self, retrieval_model, index, num_items: int, ranker_model,
                  catalog: ItemCatalog, exclusions: UserItems,
-                 rerank: config.RerankConfig, k: int):
+                 rerank: config.RerankConfig, k: int,
+                 history: Optional[export.UserHistory] = None):
         super().__init__()
         self.retrieval_model = retrieval_model
         self.index = index
         self.ranker_model = ranker_model
         self.catalog = catalog
         self.exclusions = exclusions
+        self.history = history
+        self._with_history_inputs = set(embedding.input_specs(
+            retrieval_model, embedding.QUERY_WITH_HISTORY_SIGNATURE))
         self.rerank_json = tf.Variable(_json(rerank), trainable=False)
         self._rerank = rerank
         self.k = min(k, num_items)
@@ -283,18 +300,37 @@ class TwoStageRecommender(tf.Module):
 
     # -- the signatures ---------------------------------------------------
 
+    def _looked_up(self, inputs: Dict[str, tf.Tensor]):
+        """serving_default's inputs -> (query signature, its inputs): with a
+        served history, each user's history from it and, with recency, the
+        seconds from their latest interaction to the request `timestamp`."""
+        if self.history is None:
+            return embedding.QUERY_SIGNATURE, inputs
+        history, last_timestamp = self.history(inputs[USER_ID])
+        query = {name: value for name, value in inputs.items()
+                 if name in self._with_history_inputs}
+        query[HISTORY] = history
+        if SECONDS_SINCE_PREVIOUS in self._with_history_inputs:
+            query[SECONDS_SINCE_PREVIOUS] = tf.where(
+                last_timestamp == export.MISSING_INT, tf.constant(-1, tf.int64),
+                inputs[export.REQUEST_TIMESTAMP] - last_timestamp)
+        return embedding.QUERY_WITH_HISTORY_SIGNATURE, query
+
     @tf.function
     def serve(self, inputs):
-        return self.recommend(embedding.QUERY_SIGNATURE, inputs)
+        return self.recommend(*self._looked_up(inputs))
 
     @tf.function
     def serve_with_history(self, inputs):
-        return self.recommend(embedding.QUERY_WITH_HISTORY_SIGNATURE, inputs)
+        # The request's history is what the user has seen: never returned
+        # when seen items are excluded.
+        seen = inputs[HISTORY] if self._rerank.exclude_seen else None
+        return self.recommend(embedding.QUERY_WITH_HISTORY_SIGNATURE, inputs, seen)
 
     @tf.function
     def serve_with_exclusions(self, inputs):
         query = {name: value for name, value in inputs.items() if name != EXCLUDE}
-        return self.recommend(embedding.QUERY_SIGNATURE, query, inputs[EXCLUDE])
+        return self.recommend(*self._looked_up(query), inputs[EXCLUDE])
 
     def signatures(self) -> Dict[str, object]:
         """Concrete functions by name, with the retrieval model's query inputs."""
@@ -328,16 +364,18 @@ def build(retrieval_model, ranker_model, index, item_ids: Sequence[str],
           item_embeddings: np.ndarray, genre_sets: Optional[Sequence[Iterable[str]]],
           freshness_values: Optional[np.ndarray],
           train_rows: Iterable[Tuple[str, str, Optional[float]]],
-          rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
+          rerank: config.RerankConfig, k: int,
+          history: Optional[export.UserHistory] = None) -> TwoStageRecommender:
     """A TwoStageRecommender from plain values.
 
     freshness_values: float [items], higher = fresher (a release year, a
       first-appearance timestamp), NaN = unknown; turned into percentiles.
-    train_rows: (user id, item id, rating or None) of the training data.
+    train_rows: (user id, item id, rating or None) of the data the served
+      state holds.
     """
     return build_with_exclusions(retrieval_model, ranker_model, index, item_ids,
                                  item_embeddings, genre_sets, freshness_values,
-                                 excluded_items(train_rows, rerank), rerank, k)
+                                 excluded_items(train_rows, rerank), rerank, k, history)
 
 
 def build_with_exclusions(retrieval_model, ranker_model, index, item_ids: Sequence[str],
@@ -345,7 +383,9 @@ def build_with_exclusions(retrieval_model, ranker_model, index, item_ids: Sequen
                           genre_sets: Optional[Sequence[Iterable[str]]],
                           freshness_values: Optional[np.ndarray],
                           excluded: Mapping[str, Sequence[str]],
-                          rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
+                          rerank: config.RerankConfig, k: int,
+                          history: Optional[export.UserHistory] = None
+                          ) -> TwoStageRecommender:
     """build() with each user's never-again items already gathered.
     genre_sets and freshness_values are only read when `rerank` uses them
     (a genre cap, a freshness weight): None is fine otherwise."""
@@ -356,15 +396,29 @@ def build_with_exclusions(retrieval_model, ranker_model, index, item_ids: Sequen
         freshness=(reranking.freshness_percentile(freshness_values)
                    if rerank.freshness_weight else None))
     return TwoStageRecommender(retrieval_model, index, len(item_ids), ranker_model,
-                               catalog, UserItems(excluded), rerank, k)
+                               catalog, UserItems(excluded), rerank, k, history)
 
 
-def train_facts(train_rows: Iterable[dict], rerank: config.RerankConfig
-                ) -> Tuple[Dict[str, list], Dict[str, int]]:
-    """What re-ranking needs from raw train rows, in one streaming pass (the
-    rows are never held): each user's never-again items (`excluded_items`)
-    and, when freshness is the item's first appearance, each item's first
-    train timestamp (else an empty mapping).
+@dataclasses.dataclass
+class UserState:
+    """What the served model knows of each user, from their interactions:
+    `excluded` (excluded_items), `first_seen` (each item's first timestamp,
+    when freshness is the item's first appearance; else empty) and
+    `history` (the export.UserHistory serving_default looks up; None unless
+    asked for)."""
+
+    excluded: Dict[str, list]
+    first_seen: Dict[str, int]
+    history: Optional[export.UserHistory]
+
+
+def user_state(rows: Iterable[dict], rerank: config.RerankConfig,
+               history_length: Optional[int] = None) -> UserState:
+    """The served user state from raw interaction rows (examples_io rows of
+    INTERACTION_FACT_FIELDS), in one streaming pass; the rows are never held.
+
+    history_length: build the history table (each user's latest
+      `history_length` items, by time); None: no table.
 
     Ids are interned: ten million rows name a million items, and each
     exclusion list would otherwise hold its own copy of every id string.
@@ -373,21 +427,38 @@ def train_facts(train_rows: Iterable[dict], rerank: config.RerankConfig
 
     first_seen: Dict[str, int] = {}
     wants_first_seen = bool(rerank.freshness_weight) and not rerank.freshness_feature
+    events: Tuple[list, list, list] = ([], [], [])
 
     def interactions():
-        for row in train_rows:
+        for row in rows:
+            user = sys.intern(scalar(row, "user_id"))
             item = sys.intern(scalar(row, "item_id"))
-            if wants_first_seen:
+            if wants_first_seen or history_length is not None:
                 timestamp = scalar(row, "timestamp", 0)
-                if item not in first_seen or timestamp < first_seen[item]:
+                if wants_first_seen and (item not in first_seen
+                                         or timestamp < first_seen[item]):
                     first_seen[item] = timestamp
-            yield sys.intern(scalar(row, "user_id")), item, scalar(row, "rating")
+                if history_length is not None:
+                    for values, value in zip(events, (user, item, timestamp)):
+                        values.append(value)
+            yield user, item, scalar(row, "rating")
 
     excluded = excluded_items(interactions(), rerank)
-    return excluded, first_seen
+    history = None
+    if history_length is not None:
+        users, items, timestamps = (_utf8(events[0]), _utf8(events[1]),
+                                    np.array(events[2], np.int64))
+        history = export.UserHistory(*export.latest_items(users, items, timestamps,
+                                                          history_length))
+    return UserState(excluded, first_seen, history)
 
 
-TRAIN_FACT_FIELDS = ("user_id", "item_id", "timestamp", "rating")
+def _utf8(ids: List[str]) -> np.ndarray:
+    """Fixed-width UTF-8 bytes [n] of string ids (no Python object each)."""
+    return np.char.encode(np.array(ids, dtype=str), "utf-8") if ids else np.zeros(0, bytes)
+
+
+INTERACTION_FACT_FIELDS = ("user_id", "item_id", "timestamp", "rating")
 
 
 @dataclasses.dataclass
@@ -414,10 +485,10 @@ def item_fact_fields(rerank: config.RerankConfig, diversity_feature: str = "") -
 
 def item_facts(item_rows: Sequence[dict], first_seen: Mapping[str, int],
                rerank: config.RerankConfig, diversity_feature: str = "") -> ItemFacts:
-    """ItemFacts from raw item rows and `train_facts`' first-seen mapping.
+    """ItemFacts from raw item rows and `user_state`'s first-seen mapping.
 
     Freshness reads rerank.freshness_feature from the item rows, or the
-    item's first train timestamp when it is "".
+    item's first timestamp in the interactions when it is "".
     """
     from tfx_recsys.examples_io import scalar
 
@@ -442,11 +513,14 @@ def item_facts(item_rows: Sequence[dict], first_seen: Mapping[str, int],
 def build_from_item_facts(retrieval_model, ranker_model, index, items: ItemFacts,
                           item_embeddings: np.ndarray,
                           excluded: Mapping[str, Sequence[str]],
-                          rerank: config.RerankConfig, k: int) -> TwoStageRecommender:
-    """build() from `item_facts` and `train_facts`' exclusions."""
+                          rerank: config.RerankConfig, k: int,
+                          history: Optional[export.UserHistory] = None
+                          ) -> TwoStageRecommender:
+    """build() from `item_facts` and the exclusions (and history) of a
+    `user_state`."""
     return build_with_exclusions(retrieval_model, ranker_model, index, items.item_ids,
                                  item_embeddings, items.genre_sets, items.freshness,
-                                 excluded, rerank, k)
+                                 excluded, rerank, k, history)
 
 
 def load_ranker(model_dir: str):

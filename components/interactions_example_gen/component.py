@@ -11,7 +11,10 @@ config's rule and adds the behaviour features (see `splitting.py`). Outputs:
   `rejected_rows.csv` and `ingest_report.json` beside the splits;
 * `items`: split items, one example per accepted row of the items table
   (the candidate corpus: every item, not only those in a split);
-* `users`: split users, one example per accepted row of the users table.
+* `users`: split users, one example per accepted row of the users table;
+* `refit_examples`: with `with_refit_examples`, split train holding every
+  accepted interaction, each history running up to the interaction before
+  (the final fit's data: splitting.refit_examples); else an empty split.
 
 The input_config names the three configured files (one input split per
 table), so the driver fingerprints exactly them for caching; the dataset
@@ -34,13 +37,16 @@ from tfx_recsys.data import tables
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 ITEMS_KEY = executor.ITEMS_KEY
 USERS_KEY = executor.USERS_KEY
+REFIT_EXAMPLES_KEY = executor.REFIT_EXAMPLES_KEY
 DATASET_KEY = executor.DATASET_KEY
+WITH_REFIT_KEY = executor.WITH_REFIT_KEY
 
 
 class InteractionsExampleGenSpec(types.ComponentSpec):
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         DATASET_KEY: ExecutionParameter(type=str),
+        WITH_REFIT_KEY: ExecutionParameter(type=int, optional=True),
         # Hash of the executor's code (fingerprint.py): part of the cache key.
         fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
@@ -49,6 +55,7 @@ class InteractionsExampleGenSpec(types.ComponentSpec):
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         ITEMS_KEY: ChannelParameter(type=standard_artifacts.Examples),
         USERS_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        REFIT_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
 
 
@@ -71,6 +78,7 @@ class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
         DatasetConfig is accepted too. Checked here, so a bad config fails
         when the pipeline is built.
       range_config: as for FileBasedExampleGen.
+      with_refit_examples: also write `refit_examples` (for the final fit).
     """
 
     SPEC_CLASS = InteractionsExampleGenSpec
@@ -78,7 +86,8 @@ class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
 
     def __init__(self, input_base: str,
                  dataset: Union[str, dataset_config.DatasetConfig],
-                 range_config: Optional[object] = None):
+                 range_config: Optional[object] = None,
+                 with_refit_examples: bool = False):
         if isinstance(dataset, dataset_config.DatasetConfig):
             config = dataset
         else:
@@ -92,9 +101,11 @@ class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             dataset=config.to_json(),
+            with_refit_examples=int(with_refit_examples),
             code_fingerprint=fingerprint.component_fingerprint("InteractionsExampleGen"),
             examples=types.Channel(type=standard_artifacts.Examples),
             items=types.Channel(type=standard_artifacts.Examples),
-            users=types.Channel(type=standard_artifacts.Examples))
+            users=types.Channel(type=standard_artifacts.Examples),
+            refit_examples=types.Channel(type=standard_artifacts.Examples))
         # Skip FileBasedExampleGen.__init__, which builds its own spec.
         base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

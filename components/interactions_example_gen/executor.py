@@ -40,6 +40,8 @@ DATASET_KEY = "dataset"
 ITEMS_KEY = "items"
 USERS_KEY = "users"
 USERS_SPLIT = "users"
+REFIT_EXAMPLES_KEY = "refit_examples"
+WITH_REFIT_KEY = "with_refit_examples"
 REPORT_FILE = "ingest_report.json"
 
 # Custom properties of the examples artifact.
@@ -50,6 +52,7 @@ FILTERED_PROPERTY = "filtered_below_min_rating"
 _REJECTED = "rejected"
 _COUNTS = "counts"
 _TRAIN, _EVAL = pipeline_config.TRAIN_SPLIT, pipeline_config.EVAL_SPLIT
+_REFIT = "refit"  # the tag of refit rows; written as the train split of refit_examples
 
 
 class _ReadTable(beam.DoFn):
@@ -104,9 +107,10 @@ def _unpack(user_id: str, packed: bytes):
     return number, {dc.USER_ID: user_id, **dict(zip(_PACKED_KEYS, values))}
 
 
-def _user_examples(group, users, items, config: dc.DatasetConfig, cut):
+def _user_examples(group, users, items, config: dc.DatasetConfig, cut, refit: bool):
     """One user's packed interactions -> (split, example row) pairs with
-    behaviour and user/item features; an interaction whose user or item has
+    behaviour and user/item features, and with `refit` also ("refit", row)
+    pairs (splitting.refit_examples); an interaction whose user or item has
     no accepted row goes to the `rejected` output instead.
 
     Keys are checked here, after the grouping, so that the users and items
@@ -123,6 +127,9 @@ def _user_examples(group, users, items, config: dc.DatasetConfig, cut):
     for split, row in splitting.user_examples(known, config.split, config.history_length,
                                               cut):
         yield split, ingest.with_features(row, users, items)
+    if refit:
+        for row in splitting.refit_examples(known, config.history_length):
+            yield _REFIT, ingest.with_features(row, users, items)
 
 
 def _known_timestamp(numbered, users, items, config: dc.DatasetConfig):
@@ -164,9 +171,11 @@ def _write_report(_, rejects, counts, examples, config: dc.DatasetConfig,
 
 
 def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
-            now: float, examples_uri: str) -> Dict[str, beam.pvalue.PCollection]:
-    """Serialized tf.Examples per split (train, eval, items, users); also
-    writes the report (see `_write_report`)."""
+            now: float, examples_uri: str, refit: bool = False
+            ) -> Dict[str, beam.pvalue.PCollection]:
+    """Serialized tf.Examples per split (train, eval, items, users, and with
+    `refit` the final fit's rows under "refit"); also writes the report (see
+    `_write_report`), which counts the other splits."""
     read = {table: (pipeline
                     | f"Table[{table}]" >> beam.Create([table])
                     | f"Read[{table}]" >> beam.ParDo(
@@ -194,11 +203,12 @@ def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
         | "Pack" >> beam.Map(lambda numbered: (numbered[1][dc.USER_ID], _pack(numbered)))
         | "GroupByUser" >> beam.GroupByKey()
         | "Split" >> beam.FlatMap(_user_examples, users=users, items=items,
-                                  config=config, cut=cut).with_outputs(
+                                  config=config, cut=cut, refit=refit).with_outputs(
                                       _REJECTED, main="rows"))
-    train, evaluation = (
+    parts = (_TRAIN, _EVAL, _REFIT)
+    train, evaluation, refit_rows = (
         examples_by_user.rows
-        | "Partition" >> beam.Partition(lambda pair, _: 0 if pair[0] == _TRAIN else 1, 2))
+        | "Partition" >> beam.Partition(lambda pair, _: parts.index(pair[0]), len(parts)))
 
     def serialize(rows, name, columns):
         return rows | f"ToExample[{name}]" >> beam.Map(splitting.to_tf_example, columns)
@@ -229,6 +239,9 @@ def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
              counts=beam.pvalue.AsList(counts),
              examples=beam.pvalue.AsList(examples), config=config,
              examples_uri=examples_uri))
+    if refit:
+        records[_REFIT] = serialize(refit_rows | "RefitRows" >> beam.Values(), _REFIT,
+                                    interaction_columns)
     return records
 
 
@@ -248,18 +261,27 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             output_dict[standard_component_specs.EXAMPLES_KEY])
         items = artifact_utils.get_single_instance(output_dict[ITEMS_KEY])
         users = artifact_utils.get_single_instance(output_dict[USERS_KEY])
+        refit = artifact_utils.get_single_instance(output_dict[REFIT_EXAMPLES_KEY])
+        with_refit = bool(exec_properties.get(WITH_REFIT_KEY))
         outputs = {_TRAIN: examples, _EVAL: examples,
                    pipeline_config.ITEMS_SPLIT: items, USERS_SPLIT: users}
         examples.split_names = artifact_utils.encode_split_names([_TRAIN, _EVAL])
         items.split_names = artifact_utils.encode_split_names(
             [pipeline_config.ITEMS_SPLIT])
         users.split_names = artifact_utils.encode_split_names([USERS_SPLIT])
+        # The final fit trains on one split, every interaction: its train
+        # split (empty unless asked for, as nothing reads it then).
+        refit.split_names = artifact_utils.encode_split_names([_TRAIN])
+        split_uris = {split: artifact_utils.get_split_uri([artifact], split)
+                      for split, artifact in outputs.items()}
+        split_uris[_REFIT] = artifact_utils.get_split_uri([refit], _TRAIN)
+        fileio.makedirs(split_uris[_REFIT])
 
         with self._make_beam_pipeline() as pipeline:
-            records = _ingest(pipeline, config, data_dir, time.time(), examples.uri)
+            records = _ingest(pipeline, config, data_dir, time.time(), examples.uri,
+                              with_refit)
             for split, pcoll in records.items():
-                _ = pcoll | f"Write[{split}]" >> _WriteRecords(
-                    artifact_utils.get_split_uri([outputs[split]], split))
+                _ = pcoll | f"Write[{split}]" >> _WriteRecords(split_uris[split])
 
         with fileio.open(os.path.join(examples.uri, REPORT_FILE)) as f:
             report = json.load(f)
@@ -272,7 +294,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                          report["filtered_below_min_rating"])
         ingest.check_report(report, config, data_dir,
                             os.path.join(examples.uri, ingest.REJECTED_ROWS_FILE))
-        for artifact in (examples, items, users):
+        refit.set_int_custom_property(WITH_REFIT_KEY, int(with_refit))
+        for artifact in (examples, items, users, refit):
             examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
             examples_utils.set_file_format(
                 artifact,

@@ -166,6 +166,15 @@ def user_examples(interactions: Iterable[Row], split: dc.Split,
                                   history_length)
 
 
+def refit_examples(interactions: Iterable[Row], history_length: int) -> List[Row]:
+    """One user's rows for the final fit (the model refit on every
+    interaction once one is blessed): all of them as train, in time order,
+    with the behaviour features of a split that holds nothing out, so each
+    history runs up to the interaction before (as the served history does)."""
+    return [row for _, row in add_behaviour_features(
+        [(TRAIN, row) for row in interactions], history_length)]
+
+
 # --------------------------------------------------------------------------
 # tf.Examples
 

@@ -1,9 +1,14 @@
 """ScannPusher: ships the two-stage recommender with a ScaNN index it has proven.
 
-Inputs: the retrieval Trainer's `model`, the evaluator's `model_blessing`,
+Inputs: the retrieval `model` to serve, the evaluator's `model_blessing`,
 the `items` corpus from InteractionsExampleGen, `examples` (its eval split
-supplies held-out queries; its train split each user's exclusions) and,
-optionally, the ranking Trainer's `ranking_model`. If the model is blessed,
+supplies held-out queries; both splits, every accepted interaction, the
+served user state: each user's history up to their latest interaction and
+their exclusions) and, optionally, the ranking `ranking_model`. With the
+final fit, `model` and `ranking_model` are the refit ones and
+`evaluated_model` (and `evaluated_ranking_model`) the ones the evaluator
+blessed: the refit is pushed only if it ranks the eval split at least as
+well as the evaluated model (refit_check.py). If the model is blessed,
 the executor embeds every item, tunes ScaNN on the held-out queries for the
 retrieval stage's fetch size (the fastest setting whose recall@k against
 exact search meets the target), and pushes only if that index also meets the
@@ -36,6 +41,8 @@ SERVING_DIR_KEY = "serving_dir"
 TOP_K_KEY = "top_k"
 INDEX_GATE_KEY = "index_gate"
 RANKING_MODEL_KEY = "ranking_model"
+EVALUATED_MODEL_KEY = "evaluated_model"
+EVALUATED_RANKING_MODEL_KEY = "evaluated_ranking_model"
 RERANK_KEY = "rerank"
 DIVERSITY_FEATURE_KEY = "diversity_feature"
 
@@ -58,6 +65,10 @@ class ScannPusherSpec(types.ComponentSpec):
         "items": ChannelParameter(type=standard_artifacts.Examples),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         RANKING_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
+        # The blessed models, when `model` and `ranking_model` are their refit.
+        EVALUATED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
+        EVALUATED_RANKING_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model,
+                                                      optional=True),
     }
     OUTPUTS = {
         standard_component_specs.PUSHED_MODEL_KEY: ChannelParameter(
@@ -77,7 +88,9 @@ class ScannPusher(base_component.BaseComponent):
                  index_gate: config.IndexGateConfig = config.IndexGateConfig(),
                  ranking_model: Optional[types.BaseChannel] = None,
                  rerank: config.RerankConfig = config.RerankConfig(),
-                 diversity_feature: str = ""):
+                 diversity_feature: str = "",
+                 evaluated_model: Optional[types.BaseChannel] = None,
+                 evaluated_ranking_model: Optional[types.BaseChannel] = None):
         if top_k < 1:
             raise ValueError(f"top_k must be positive, got {top_k}")
         spec = ScannPusherSpec(
@@ -85,6 +98,8 @@ class ScannPusher(base_component.BaseComponent):
             examples=examples, serving_dir=serving_dir, top_k=top_k,
             index_gate=json.dumps(dataclasses.asdict(index_gate)),
             ranking_model=ranking_model,
+            evaluated_model=evaluated_model,
+            evaluated_ranking_model=evaluated_ranking_model,
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
             diversity_feature=diversity_feature,
             code_fingerprint=fingerprint.component_fingerprint("ScannPusher"),

@@ -1,12 +1,14 @@
-"""Executor of ScannPusher: TFX glue around tuning.py, index.py, publishing.py.
+"""Executor of ScannPusher: TFX glue around tuning.py, index.py, publishing.py
+and refit_check.py.
 
-Reuses the stock Pusher executor's blessing check and push marks. Two gates:
-the model must be blessed, and the tuned ScaNN index must reach the recall
-target and the latency bound; the figures go onto the PushedModel in MLMD
-whether or not it is pushed.
+Reuses the stock Pusher executor's blessing check and push marks. The gates:
+the model must be blessed, a refit model must pass refit_check, and the
+tuned ScaNN index must reach the recall target and the latency bound; the
+figures go onto the PushedModel in MLMD whether or not it is pushed.
 """
 
 import dataclasses
+import itertools
 import json
 import os
 from typing import Any, Dict, List
@@ -20,11 +22,16 @@ from tfx.utils import io_utils, path_utils
 
 from tfx_recsys import config, embedding, examples_io, memory, two_stage
 from tfx_recsys.components.scann_pusher import index as scann_index
-from tfx_recsys.components.scann_pusher import publishing, tuning
+from tfx_recsys.components.scann_pusher import publishing, refit_check, tuning
 
 TUNING_FILE = "index_tuning.json"
 MAX_QUERIES = 1000  # held-out queries used to tune and check the index
 MIN_SPLIT_QUERIES = 40  # fewer: tune and check on the same queries
+REFIT_CHECK_K = 100  # the refit check compares recall@100 on the eval split
+# PushedModel property: "refit" (the model refit on every interaction) or
+# "evaluated" (the model the evaluator blessed).
+SERVED_MODEL_PROPERTY = "served_model"
+_INTERACTION_SPLITS = (config.TRAIN_SPLIT, config.EVAL_SPLIT)
 
 
 def _held_out_users(examples_uri: str) -> List[dict]:
@@ -43,6 +50,28 @@ def _held_out_users(examples_uri: str) -> List[dict]:
         if user in chosen and user not in users:
             users[user] = examples_io.parse_row(record)
     return [users[u] for u in sorted(users)]
+
+
+def _user_item_pairs(examples_uri: str, split: str):
+    """(user id, item id) of each interaction of a split."""
+    for row in examples_io.read_rows(examples_uri, split, ("user_id", "item_id")):
+        yield examples_io.scalar(row, "user_id"), examples_io.scalar(row, "item_id")
+
+
+def _check_refit(evaluated_model_path: str, refit_queries: np.ndarray,
+                 refit_items: np.ndarray, users: List[dict], item_rows: List[dict],
+                 item_ids: List[str], examples_uri: str) -> refit_check.RefitCheck:
+    """refit_check.check of the evaluated model against the refit one, on the
+    held-out users (`users`, one eval row each, already embedded by the
+    refit as `refit_queries`)."""
+    user_ids = [examples_io.scalar(u, "user_id") for u in users]
+    item_index = {item: row for row, item in enumerate(item_ids)}
+    seen, relevant = (refit_check.item_sets(user_ids, _user_item_pairs(examples_uri, split),
+                                            item_index) for split in _INTERACTION_SPLITS)
+    evaluated = embedding.load(evaluated_model_path)
+    return refit_check.check(embedding.embed_users(evaluated, users),
+                             embedding.embed_items(evaluated, item_rows),
+                             refit_queries, refit_items, seen, relevant, REFIT_CHECK_K)
 
 
 def _write_embeddings(path: str, item_ids, item_embeddings: np.ndarray) -> None:
@@ -88,23 +117,48 @@ class Executor(pusher_executor.Executor):
         trainer_model = embedding.load(model_path)
         ranker = (two_stage.load_ranker(path_utils.serving_model_path(rankers[0].uri))
                   if rankers else None)
-        # One streaming pass over train (never held, only four fields
-        # parsed): exclusions and first-seen times.
-        excluded, first_seen = two_stage.train_facts(
-            examples_io.read_rows(examples.uri, config.TRAIN_SPLIT,
-                                  two_stage.TRAIN_FACT_FIELDS), rerank)
+        evaluated = input_dict.get("evaluated_model") or []
+        pushed.set_string_custom_property(SERVED_MODEL_PROPERTY,
+                                          "refit" if evaluated else "evaluated")
+        if evaluated:
+            pushed.set_string_custom_property(
+                "evaluated_model_uri", path_utils.serving_model_path(evaluated[0].uri))
+        # The served user state, from every accepted interaction (both
+        # splits) in one streaming pass, four fields parsed: each user's
+        # history up to their latest interaction, exclusions, first-seen times.
+        state = two_stage.user_state(
+            itertools.chain.from_iterable(
+                examples_io.read_rows(examples.uri, split, two_stage.INTERACTION_FACT_FIELDS)
+                for split in _INTERACTION_SPLITS),
+            rerank, history_length=embedding.dataset_of(trainer_model).history_length)
+        excluded = state.excluded
         item_rows = list(examples_io.read_rows(items.uri, config.ITEMS_SPLIT))
         item_embeddings = embedding.embed_items(trainer_model, item_rows)
-        item_facts = two_stage.item_facts(item_rows, first_seen,
+        item_facts = two_stage.item_facts(item_rows, state.first_seen,
                                           rerank, exec_properties.get("diversity_feature") or "")
-        del item_rows, first_seen
         item_ids = item_facts.item_ids
+        users = _held_out_users(examples.uri)
+        queries = embedding.embed_users(trainer_model, users)
+        if evaluated:
+            checked = _check_refit(path_utils.serving_model_path(evaluated[0].uri),
+                                   queries, item_embeddings, users, item_rows, item_ids,
+                                   examples.uri)
+            pushed.set_int_custom_property("refit_check_k", checked.k)
+            pushed.set_float_custom_property("refit_check_evaluated_recall",
+                                             checked.evaluated_recall)
+            pushed.set_float_custom_property("refit_check_refit_recall",
+                                             checked.refit_recall)
+            logging.info("Refit check, recall@%d on %d eval users: evaluated %.4f, "
+                         "refit %.4f", checked.k, checked.num_users,
+                         checked.evaluated_recall, checked.refit_recall)
+            if not checked.passed:
+                return self._refuse(pushed, checked.reason())
+        del item_rows
+        state.first_seen.clear()
         k = min(int(exec_properties["top_k"]), len(item_ids))
         # The index serves the retrieval stage: `fetch` items per query.
         fetch = two_stage.retrieval_fetch(len(item_ids), k, rerank,
                                           max(map(len, excluded.values()), default=0))
-        users = _held_out_users(examples.uri)
-        queries = embedding.embed_users(trainer_model, users)
         columns = embedding.user_columns(users, trainer_model)
         requests = [{name: values[i] for name, values in columns.items()}
                     for i in range(len(users))]
@@ -177,13 +231,14 @@ class Executor(pusher_executor.Executor):
         for role, make_index in served_indexes.items():
             scann_index.save(two_stage.build_from_item_facts(
                 trainer_model, ranker, make_index(), item_facts, item_embeddings,
-                excluded, rerank, k), staged[role])
+                excluded, rerank, k, state.history), staged[role])
             memory.release_free_memory()
             memory.log_memory("ScannPusher", f"{role} model saved")
         publishing.write_source(staged["scann"], source)
         _write_embeddings(staged["embeddings"], item_ids, item_embeddings)
         # Latency is measured on the saved model alone, as a server loads it.
         del served_indexes, trainer_model, ranker, searcher, index, excluded, item_facts
+        del state
         del item_embeddings
         memory.release_free_memory()
         latency = scann_index.signature_latency_ms(staged["scann"], requests)
