@@ -119,7 +119,8 @@ def test_tasks_are_exactly_the_pipeline_components(spec):
     assert expected == {
         "InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
         "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
-        "RankingTrainer", "RetrievalEvaluator", "ScannPusher", *RESOLVER_TASKS}
+        "RankingTrainer", "RetrievalEvaluator", "RefitTransform", "RefitTrainer",
+        "RefitRankingTrainer", "ScannPusher", *RESOLVER_TASKS}
     # Anomalies stop the run before Transform, on the cluster too.
     assert "AnomaliesGate" in spec.root.dag.tasks["Transform"].dependent_tasks
     # Every task has its component and executor; only the resolver's two are
@@ -163,8 +164,9 @@ def test_every_python_path_in_the_spec_imports(spec, spec_path):
     for component in (InteractionsExampleGen, RetrievalEvaluator, ScannPusher):
         label = f"{component.__name__}_executor"
         assert _resolve(executor_paths[label]) is component.EXECUTOR_SPEC.executor_class
-    # Both Trainers run the executor that applies the epochs property.
-    for label in ("Trainer_executor", "RankingTrainer_executor"):
+    # Every Trainer runs the executor that applies the epochs property.
+    for label in ("Trainer_executor", "RankingTrainer_executor", "RefitTrainer_executor",
+                  "RefitRankingTrainer_executor"):
         assert _resolve(executor_paths[label]) is Trainer.EXECUTOR_SPEC.executor_class
     for path in executor_paths.values():
         assert isinstance(_resolve(path), type), path
@@ -261,11 +263,18 @@ def test_runtime_parameters_are_pipeline_inputs_with_defaults(spec, spec_path):
                 == name), name
         component = spec.components[tasks[task].component_ref.name]
         assert component.input_definitions.parameters[parameter].parameter_type == kind
-    # No other task reads them.
+    # The final fit trains with the same settings: its Trainers read the same
+    # parameters. No other task reads them.
+    for name, task, parameter in (("trainer_custom_config", "RefitTrainer", "custom_config"),
+                                  ("epochs", "RefitTrainer", "epochs"),
+                                  ("ranker_epochs", "RefitRankingTrainer", "epochs")):
+        assert tasks[task].inputs.parameters[parameter].component_input_parameter == name
     readers = {(task, parameter) for task, t in tasks.items()
                for parameter, p in t.inputs.parameters.items()
                if p.component_input_parameter}
-    assert readers == {(task, parameter) for _, task, parameter in WIRING.values()}
+    assert readers == {(task, parameter) for _, task, parameter in WIRING.values()} | {
+        ("RefitTrainer", "custom_config"), ("RefitTrainer", "epochs"),
+        ("RefitRankingTrainer", "epochs")}
 
     # kfp's own loader sees them, with their defaults.
     from kfp import components

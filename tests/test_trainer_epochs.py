@@ -226,9 +226,11 @@ def test_local_pipeline_trainers_take_epochs_from_custom_config(tmp_path):
         training=config.TwoTowerConfig(epochs=7).to_custom_config(),
         ranking=config.NcfConfig(epochs=2).to_custom_config())
     trainers = {c.id: c for c in built.components if isinstance(c, Trainer)}
-    assert set(trainers) == {"Trainer", "RankingTrainer"}
+    # The final fit's Trainers take the same settings.
+    assert set(trainers) == {"Trainer", "RankingTrainer", "RefitTrainer",
+                             "RefitRankingTrainer"}
     for trainer in trainers.values():
         assert trainer.exec_properties["epochs"] is None
-    assert json.loads(trainers["Trainer"].exec_properties["custom_config"])["epochs"] == 7
-    assert json.loads(
-        trainers["RankingTrainer"].exec_properties["custom_config"])["epochs"] == 2
+    for name, epochs in (("Trainer", 7), ("RankingTrainer", 2), ("RefitTrainer", 7),
+                         ("RefitRankingTrainer", 2)):
+        assert json.loads(trainers[name].exec_properties["custom_config"])["epochs"] == epochs
