@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput bench-scale bench-backtest lock clean
+.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load lock clean
 
 setup: $(STAMP)
 
@@ -79,6 +79,13 @@ bench-scale: setup
 # fresh process, scored on MovieLens-100K interactions after its data's cut.
 bench-backtest: setup
 	$(VENV_PY) bench/backtest.py
+
+# `recsys serve` on 127.0.0.1 under 1, 10, 50 and 200 concurrent keep-alive
+# clients, V1 and V2, ScaNN and exact retrieval: requests/s, p50/p99, errors
+# (about 10 minutes; not part of `make bench`). BENCH_LOAD_ARGS: e.g.
+# --root runs/X, or --before FILE to measure an older server beside it.
+bench-load: setup
+	$(VENV_PY) bench/load.py $(BENCH_LOAD_ARGS)
 
 # Re-resolve the lock after editing requirements/requirements.in.
 lock: | $(UV)

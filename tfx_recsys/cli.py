@@ -2,8 +2,9 @@
 
   recsys run [--data movielens-100k|synthetic|DIR] [--root DIR]
   recsys recommend --root DIR --user USER_ID [-k 10]
-  recsys serve --root DIR [--port 8501]
+  recsys serve --root DIR | --model-dir DIR [--port 8501]
   recsys rollback --root DIR [--to VERSION]
+  recsys deploy --target kserve --output FILE [--storage-uri URI] [--image IMAGE]
   recsys lineage --root DIR [--version V]
   recsys runs --root DIR
   recsys compile --target kubeflow|vertex [--image IMAGE] [--output FILE]
@@ -260,7 +261,23 @@ def cmd_run(args) -> int:
 
 
 def _print_ingestion(ingestion: dict) -> None:
-    """Rows ExampleGen set aside: counted by file and reason, never silent."""
+    """Every row ExampleGen read, accounted for per table (read = accepted +
+    rejected + duplicates + below min_rating), then the rows it set aside:
+    counted by file and reason, never silent."""
+    tables = ingestion.get("tables") or {}
+    counted = []
+    for table in ("interactions", "users", "items"):
+        if table not in tables:
+            continue
+        entry = tables[table]
+        parts = [f"{entry[key]} {label}" for key, label in (
+            ("rejected", "rejected"), ("duplicates", "duplicates"),
+            ("filtered", "below min_rating")) if entry.get(key)]
+        counted.append(f"{entry['file']} {entry['rows']}"
+                       + (f" = {entry['accepted']} accepted + " + " + ".join(parts)
+                          if parts else " accepted"))
+    if counted:
+        print(f"rows read: {', '.join(counted)}")
     rejected = ingestion.get("rejected_rows", 0)
     if rejected:
         print(f"skipped rows: {rejected}, listed in {ingestion['rejected_file']}")
@@ -268,6 +285,10 @@ def _print_ingestion(ingestion: dict) -> None:
             print(f"  {count:6d}  {reason}")
     else:
         print("skipped rows: none")
+    duplicates = ingestion.get("duplicates_removed", 0)
+    if duplicates:
+        print(f"exact duplicates removed: {duplicates} (listed there too; "
+              "interactions.keep_duplicates: true keeps them)")
     filtered = ingestion.get("filtered_below_min_rating", 0)
     if filtered:
         print(f"below min_rating (not positives, kept out of the examples): {filtered}")
@@ -354,13 +375,40 @@ def _serving_dir(root: str) -> str:
     return paths.serving_dir
 
 
-def cmd_serve(args) -> int:
-    from tfx_recsys.serving import http_server
+def _model_dir(args) -> str:
+    """The model directory `recsys serve` serves: --model-dir, else the run's."""
+    if args.model_dir:
+        return os.path.abspath(args.model_dir)
+    return _serving_dir(args.root)
 
-    serving_dir = _serving_dir(args.root)
+
+def cmd_serve(args) -> int:
+    from tfx_recsys.serving import server
+
+    model_dir = _model_dir(args)
+    for option, value, least in (("--max-batch-size", args.max_batch_size, 1),
+                                 ("--batch-timeout-ms", args.batch_timeout_ms, 0),
+                                 ("--batch-threads", args.batch_threads, 1),
+                                 ("--tf-threads", args.tf_threads, 0),
+                                 ("--max-body-bytes", args.max_body_bytes, 1),
+                                 ("--max-request-rows", args.max_request_rows, 1),
+                                 ("--body-timeout", args.body_timeout, 0.001),
+                                 ("--poll-seconds", args.poll_seconds, 0.01)):
+        if not value >= least:
+            raise UserError(f"{option} must be at least {least:g}, got {value:g}")
     try:
-        http_server.run_server(serving_dir, config.MODEL_NAME, host=args.host,
-                               port=args.port)
+        settings = server.ServerSettings(
+            host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+            body_timeout_seconds=args.body_timeout, access_log=args.access_log)
+        batching = server.BatchingSettings(
+            max_batch_size=args.max_batch_size, timeout_ms=args.batch_timeout_ms,
+            threads=args.batch_threads)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    try:
+        server.run_server(model_dir, args.model_name, settings, batching,
+                          max_rows=args.max_request_rows, poll_seconds=args.poll_seconds,
+                          tf_threads=args.tf_threads)
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port}: "
                         f"{e.strerror or e}") from None
@@ -373,8 +421,29 @@ def cmd_serve(args) -> int:
     os._exit(0)
 
 
+def _check_loads(dirs: dict, target: int) -> None:
+    """Loads (and calls) `target` of every served model dir that has it, as
+    the server would; a UserError naming what failed if one does not."""
+    from tfx_recsys.components.scann_pusher import publishing
+    from tfx_recsys.serving import versions
+
+    for role in ("scann", "brute_force"):
+        if target not in publishing.versions(dirs[role]):
+            continue
+        path = os.path.join(dirs[role], str(target))
+        try:
+            with _stderr_to(os.devnull):
+                versions.load_version(path, target)
+        except Exception as e:  # whatever the reason, no server could serve it
+            raise UserError(f"version {target} does not load, so it cannot be served "
+                            f"again ({path}: {type(e).__name__}: "
+                            f"{versions.first_line(str(e), 200)}); nothing was "
+                            "changed") from None
+
+
 def cmd_rollback(args) -> int:
-    """Re-publishes an older version as the newest, in every sibling model dir."""
+    """Re-publishes an older version as the newest, in every sibling model dir,
+    all or nothing, once it is known to load."""
     from tfx_recsys.components.scann_pusher import publishing
 
     dirs = publishing.sibling_dirs(_serving_dir(args.root))
@@ -385,12 +454,46 @@ def cmd_rollback(args) -> int:
     target = args.to if args.to is not None else published[-2]
     if target not in published:
         raise UserError(f"no version {target} in {dirs['scann']}; there are {published}")
+    _check_loads(dirs, target)
     version = publishing.new_version(list(dirs.values()))
-    for role in publishing.PUBLISH_ORDER:  # the ScaNN model last, as a push does
-        if target in publishing.versions(dirs[role]):
-            publishing.republish(dirs[role], target, version)
+    try:
+        publishing.republish_together(dirs, target, version)
+    except OSError as e:
+        raise UserError(f"rolling back to version {target} failed, nothing was changed: "
+                        f"{_os_error_text(e)}") from None
     print(f"version {target} is now served again as version {version} "
           f"(in {os.path.dirname(dirs['scann'])})")
+    return 0
+
+
+def _os_error_text(e: OSError) -> str:
+    """An OSError in a line; shutil.copytree's Error holds a list of them."""
+    import shutil
+
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        source, destination, why = e.args[0][0]
+        more = len(e.args[0]) - 1
+        return f"{why}{f' (and {more} more)' if more else ''}"
+    text = e.strerror or str(e)
+    return f"{text} ({e.filename})" if e.filename else text
+
+
+def cmd_deploy(args) -> int:
+    """Writes the KServe InferenceService that serves the pushed model."""
+    from tfx_recsys.serving import deploy
+
+    settings = deploy.DeploySettings(
+        name=args.name, storage_uri=args.storage_uri, image=args.image,
+        model_name=args.model_name, namespace=args.namespace, cpu=args.cpu,
+        memory=args.memory, min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas, serve_args=tuple(args.serve_arg or ()))
+    try:
+        isvc = deploy.inference_service(settings)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    output = os.path.abspath(args.output)
+    deploy.write(isvc, output)
+    print(f"wrote {output} (kubectl apply -f {args.output})")
     return 0
 
 
@@ -561,11 +664,41 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.set_defaults(func=cmd_recommend)
 
     serve = commands.add_parser(
-        "serve", help="serve the newest pushed model over HTTP (TF Serving's REST API)")
-    serve.add_argument("--root", default=config.DEFAULT_ROOT)
+        "serve", help="serve the newest pushed model over HTTP (KServe: TF Serving's "
+                      "REST API and the V2 inference protocol)")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--root", default=config.DEFAULT_ROOT,
+                       help="a run root: serves <root>/serving/retrieval")
+    where.add_argument("--model-dir",
+                       help="a model directory of numbered versions instead (e.g. "
+                            "<root>/serving/retrieval_bruteforce, or /mnt/models on KServe)")
+    serve.add_argument("--model-name", default=config.MODEL_NAME,
+                       help="the name in the URLs (default: %(default)s)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=int, default=8501)
+    batching = serve.add_argument_group("micro-batching")
+    batching.add_argument("--max-batch-size", type=int, default=64,
+                          help="most users per signature call (default: %(default)s)")
+    batching.add_argument("--batch-timeout-ms", type=float, default=0.0,
+                          help="how long a batch may wait to fill; 0 (default): only "
+                               "requests that arrive while the previous batch runs")
+    batching.add_argument("--batch-threads", type=int, default=1,
+                          help="signature calls running at once (default: %(default)s)")
+    batching.add_argument("--tf-threads", type=int, default=1,
+                          help="TensorFlow threads per signature call (default: "
+                               "%(default)s; 0: TensorFlow's own choice)")
+    limits = serve.add_argument_group("limits")
+    limits.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                        help="largest request body (default: %(default)s)")
+    limits.add_argument("--max-request-rows", type=int, default=1024,
+                        help="most examples in one request (default: %(default)s)")
+    limits.add_argument("--body-timeout", type=float, default=10.0,
+                        help="seconds a request body may take to arrive (default: "
+                             "%(default)s)")
+    serve.add_argument("--poll-seconds", type=float, default=2.0,
+                       help="how often to look for new versions (default: %(default)s)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=cmd_serve)
 
     rollback = commands.add_parser(
@@ -574,6 +707,29 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", type=int, help="version to restore "
                           "(default: the one before the newest)")
     rollback.set_defaults(func=cmd_rollback)
+
+    deploy = commands.add_parser(
+        "deploy", help="write the KServe InferenceService that serves the pushed model")
+    deploy.add_argument("--target", required=True, choices=("kserve",))
+    deploy.add_argument("--output", required=True, help="the YAML (or .json) file to write")
+    deploy.add_argument("--storage-uri", default="gs://YOUR_BUCKET/tfx-recsys/serving/retrieval",
+                        help="where the model's versions are (gs://, s3://, pvc://...; "
+                             "default: %(default)s)")
+    deploy.add_argument("--image", default="tfx-recsys:latest",
+                        help="the project's image, kubeflow/Dockerfile (default: %(default)s)")
+    deploy.add_argument("--name", default="tfx-recsys",
+                        help="the InferenceService's name (default: %(default)s)")
+    deploy.add_argument("--namespace")
+    deploy.add_argument("--model-name", default=config.MODEL_NAME)
+    deploy.add_argument("--cpu", default="2", help="CPU request (default: %(default)s)")
+    deploy.add_argument("--memory", default="4Gi",
+                        help="memory request and limit (default: %(default)s)")
+    deploy.add_argument("--min-replicas", type=int, default=1)
+    deploy.add_argument("--max-replicas", type=int)
+    deploy.add_argument("--serve-arg", action="append", metavar="OPTION",
+                        help="a `recsys serve` option for the container (repeatable), "
+                             "e.g. --serve-arg=--max-batch-size=128")
+    deploy.set_defaults(func=cmd_deploy)
 
     lineage = commands.add_parser(
         "lineage", help="where a pushed model came from (ML Metadata), as text and SVG")
@@ -607,12 +763,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _prepare_environment()
-    from tfx_recsys.data.native import DataError
-    from tfx_recsys.data.movielens import FetchError
+    from tfx_recsys import errors
 
     try:
         return args.func(args)
-    except (UserError, DataError, FetchError) as e:
+    # errors.UserError: bad data (DataError), a bad dataset config, a failed
+    # download, a run already in progress on the root.
+    except (UserError, errors.UserError) as e:
         print(f"recsys: error: {_without_beam_suffix(str(e))}", file=sys.stderr)
         return 1
 

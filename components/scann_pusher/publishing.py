@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 STAGING_PREFIX = ".staging-"
 # Where a version records what it was made from. TF Serving ignores
@@ -90,6 +90,42 @@ def republish(model_dir: str, source_version: int, version: int) -> str:
     os.rmdir(staged)
     shutil.copytree(source, staged)
     return publish(staged, model_dir, version)
+
+
+def republish_together(model_dirs: Dict[str, str], source_version: int, version: int,
+                       order: Sequence[str] = PUBLISH_ORDER) -> Dict[str, str]:
+    """Publishes copies of `source_version` as `version` in every one of
+    `model_dirs` ({role: model dir}) that has it: all of them or none.
+
+    Every copy is first written completely into a staging directory; only
+    then are they renamed into place, in `order` (the ScaNN model last). If a
+    copy fails (a full disk), the staged copies are removed and nothing is
+    published; if a rename fails, the versions already renamed are taken back
+    first. Either way the error is raised and the directories are as they
+    were. Returns {role: published path}.
+    """
+    roles = [role for role in order if role in model_dirs
+             and os.path.isdir(os.path.join(model_dirs[role], str(source_version)))]
+    if not roles:
+        raise FileNotFoundError(f"no version {source_version} in any of "
+                                f"{sorted(model_dirs.values())}")
+    staged: Dict[str, str] = {}
+    published: Dict[str, str] = {}
+    try:
+        for role in roles:
+            staged[role] = staging_dir(model_dirs[role], version)
+            os.rmdir(staged[role])
+            shutil.copytree(os.path.join(model_dirs[role], str(source_version)),
+                            staged[role])
+        for role in roles:
+            published[role] = publish(staged[role], model_dirs[role], version)
+    except BaseException:
+        for role, path in published.items():
+            os.rename(path, staged[role])
+        for path in staged.values():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return published
 
 
 def write_source(version_dir: str, source: dict) -> None:
