@@ -20,8 +20,10 @@ from tfx_recsys import run_summary
 # Facts worth showing, per artifact type and per execution type (class name).
 _ARTIFACT_FACTS = {
     "Examples": ("input_fingerprint", "span"),
-    "PushedModel": ("pushed_version", "pushed_destination", "index_recall_k", "index_recall",
-                    "index_latency_ms_p50", "serving_latency_ms_p50", "reason"),
+    "PushedModel": ("pushed_version", "pushed_destination", "served_model",
+                    "refit_check_evaluated_recall", "refit_check_refit_recall",
+                    "index_recall_k", "index_recall", "index_latency_ms_p50",
+                    "serving_latency_ms_p50", "reason"),
     "ModelBlessing": ("blessed", "reason"),
     "ModelEvaluation": ("recall@10", "recall@100", "ndcg@10"),
 }
