@@ -2,6 +2,8 @@
 
 import copy
 import dataclasses
+import errno
+import os
 
 import pytest
 
@@ -178,3 +180,113 @@ def test_example_columns_follow_the_config():
     names = [c.name for c in bare.interaction_columns()]
     assert "rating" not in names and "history" not in names
     assert "seconds_since_previous" in names
+
+
+# --------------------------------------------------------------------------
+# A config stays in its folder; its YAML says each thing once
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("/etc/shadow", "is absolute"),
+    ("../../../../etc/passwd", "leads out with '..'"),
+    ("data/../../x.csv", "leads out with '..'"),
+    ("", "names no file"),
+])
+def test_table_paths_must_stay_in_the_data_directory(path, problem):
+    with pytest.raises(dc.ConfigError) as error:
+        dc.from_dict(with_change("users.path", path), source="d.yaml")
+    message = str(error.value)
+    assert message.startswith(f"d.yaml: users.path: {path!r} {problem}; table paths "
+                              "are relative to the data directory")
+    assert "`allow_paths_outside_data: true`" in message
+
+
+def test_allow_paths_outside_data_lets_them_through_and_round_trips():
+    raw = with_change("users.path", "/mnt/shared/users.csv")
+    raw["allow_paths_outside_data"] = True
+    config = dc.from_dict(raw)
+    assert config.users.path == "/mnt/shared/users.csv"
+    assert dc.DatasetConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "", "x" * 101, "tab\tname"])
+def test_the_name_is_an_identifier(name):
+    with pytest.raises(dc.ConfigError, match="name: .* is not a dataset name: it names "
+                                             "the schema file"):
+        dc.from_dict(with_change("name", name))
+
+
+def test_csv_options_and_keep_duplicates_round_trip_and_default_away():
+    raw = with_change("csv", {"delimiter": ";", "encoding": "cp1252"})
+    raw["interactions"]["keep_duplicates"] = True
+    config = dc.from_dict(raw)
+    assert config.csv == dc.Csv(";", "cp1252") and config.interactions.keep_duplicates
+    assert dc.from_dict(config.to_dict()) == config
+    # Options left at their defaults are not written: the JSON (ExampleGen's
+    # cache key) of an existing config does not change.
+    plain = dc.from_dict(minimal()).to_dict()
+    assert "csv" not in plain and "keep_duplicates" not in plain["interactions"]
+    assert "allow_paths_outside_data" not in plain
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"delimiter": ";;"}, "csv.delimiter: ';;' must be one character"),
+    ({"delimiter": '"'}, "must be one character, not a quote"),
+    ({"encoding": "klingon"}, "csv.encoding: 'klingon' is not a known text encoding"),
+    ({"encoding": "utf-16"}, "UTF-16 and UTF-32 are not supported"),
+    ({"quote": "'"}, "csv.quote: unknown option"),
+])
+def test_bad_csv_options(options, expected):
+    with pytest.raises(dc.ConfigError, match=expected):
+        dc.from_dict(with_change("csv", options))
+
+
+def test_csv_options_with_another_format_are_refused():
+    raw = with_change("csv", {"delimiter": ";"})
+    raw["format"] = "parquet"
+    with pytest.raises(dc.ConfigError, match="csv: applies only to `format: csv`"):
+        dc.from_dict(raw)
+
+
+def test_keep_duplicates_must_be_true_or_false():
+    with pytest.raises(dc.ConfigError, match="keep_duplicates: expected true or false"):
+        dc.from_dict(with_change("interactions.keep_duplicates", "yes please"))
+
+
+def test_a_duplicate_yaml_key_is_one_line_naming_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("name: tiny\nformat: csv\ninteractions:\n  path: i.csv\n  user: u\n"
+                    "  item: i\n  timestamp: t\n  user: v\n")
+    with pytest.raises(dc.ConfigError) as error:
+        dc.load(str(path))
+    assert str(error.value) == (f"{path}, line 8: duplicate key 'user' (first on "
+                                "line 5); give each key once.")
+
+
+def test_unreadable_config_files_are_one_line(tmp_path, monkeypatch):
+    loop = tmp_path / "loop.yaml"
+    os.symlink(loop, loop)
+    with pytest.raises(dc.ConfigError, match=f"{loop}: a symlink loop"):
+        dc.load(str(loop))
+    with pytest.raises(dc.ConfigError, match=f"{tmp_path}: is a directory"):
+        dc.load(str(tmp_path))
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: x\n\xff\xfe\n")
+    with pytest.raises(dc.ConfigError, match="line 2: not UTF-8 text"):
+        dc.load(str(binary))
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(dc, "open", denied, raising=False)
+    with pytest.raises(dc.ConfigError, match=f"{binary}: permission denied."):
+        dc.load(str(binary))
+
+
+def test_yaml_errors_do_not_quote_the_file(tmp_path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("root:x:0:0:TOPSECRET: [unclosed\n")
+    with pytest.raises(dc.ConfigError) as error:
+        dc.load(str(secret))
+    assert "TOPSECRET" not in str(error.value)
+    assert "not valid YAML" in str(error.value) and "at line 2, column 1" in str(error.value)

@@ -18,6 +18,7 @@ Example (datasets/movielens-100k.yaml is the full one):
       timestamp: timestamp         # integer seconds since the epoch
       rating: rating               # optional
       min_rating: 4                # optional implicit-feedback rule
+      keep_duplicates: false       # exact repeats are dropped and counted
     users:
       path: users.csv
       key: user_id
@@ -32,6 +33,12 @@ Example (datasets/movielens-100k.yaml is the full one):
         title: {kind: text}
     split: {kind: per_user_temporal, eval_fraction: 0.2}
     history: {length: 50}
+    csv: {delimiter: ",", encoding: utf-8}   # optional, csv only
+
+A config stays in its folder: table paths are relative to the data
+directory and must resolve inside it (no absolute path, no `..`, no symlink
+out), unless `allow_paths_outside_data: true` says otherwise; `name` is an
+identifier (it names the schema file). Duplicate YAML keys are errors.
 
 What ExampleGen writes (the examples every later component reads): one
 tf.Example per interaction with the canonical columns `user_id`, `item_id`
@@ -46,11 +53,15 @@ list these features with their types and shapes; the schema in schemas/ is
 generated from them (tfx_recsys/data/schema.py).
 """
 
+import codecs
 import dataclasses
 import difflib
 import json
 import os
+import re
 from typing import Any, Dict, Mapping, Optional, Tuple
+
+from tfx_recsys.errors import UserError, os_problem
 
 # Canonical names in the examples ExampleGen writes.
 USER_ID = "user_id"
@@ -84,8 +95,13 @@ KIND_DTYPES = {"id": "bytes", "categorical": "bytes", "multi_categorical": "byte
 SPLIT_KINDS = ("per_user_temporal", "global_time", "leave_last_out", "random")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A dataset config that cannot be used; the message names file and field."""
+
+
+# A dataset name: it names the schema file (schemas/<name>.pbtxt), so no
+# path separators and no leading dot.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +206,9 @@ class Interactions:
     timestamp: str
     rating: Optional[str] = None
     min_rating: Optional[float] = None
+    # Exact repeats (same user, item, timestamp and rating) are dropped and
+    # counted unless this is true (data where a repeat is a second event).
+    keep_duplicates: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +233,16 @@ class Split:
 
 
 @dataclasses.dataclass(frozen=True)
+class Csv:
+    """How CSV tables are written: one-character field delimiter, and the
+    text encoding (one that keeps ASCII as is, e.g. utf-8, latin-1, cp1252;
+    utf-8 also reads a leading byte-order mark)."""
+
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     name: str
     format: str
@@ -226,6 +255,9 @@ class DatasetConfig:
     # duplicate keys) are skipped, counted and written to a rejected-rows
     # file; more than this share of any table's rows fails the run instead.
     max_rejected_fraction: float = 0.01
+    csv: Csv = Csv()
+    # Table paths may be absolute or lead out of the data directory.
+    allow_paths_outside_data: bool = False
 
     # ---- conversion -----------------------------------------------------
 
@@ -237,12 +269,22 @@ class DatasetConfig:
                     "features": {f.name: {k: v for k, v in dataclasses.asdict(f).items()
                                           if k != "name"} for f in t.features}}
 
-        return {"name": self.name, "format": self.format,
-                "interactions": dataclasses.asdict(self.interactions),
-                "users": table(self.users), "items": table(self.items),
-                "split": dataclasses.asdict(self.split),
-                "history": {"length": self.history_length},
-                "max_rejected_fraction": self.max_rejected_fraction}
+        interactions = dataclasses.asdict(self.interactions)
+        # Options added later appear only when set, so the JSON (a cache
+        # key of ExampleGen) of a config without them stays the same.
+        if not self.interactions.keep_duplicates:
+            del interactions["keep_duplicates"]
+        result = {"name": self.name, "format": self.format,
+                  "interactions": interactions,
+                  "users": table(self.users), "items": table(self.items),
+                  "split": dataclasses.asdict(self.split),
+                  "history": {"length": self.history_length},
+                  "max_rejected_fraction": self.max_rejected_fraction}
+        if self.csv != Csv():
+            result["csv"] = dataclasses.asdict(self.csv)
+        if self.allow_paths_outside_data:
+            result["allow_paths_outside_data"] = True
+        return result
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -302,18 +344,79 @@ def _feature_column(feature: Feature) -> ExampleColumn:
 
 
 def load(path: str) -> DatasetConfig:
-    """Reads and checks a dataset config YAML file."""
+    """Reads and checks a dataset config YAML file.
+
+    Every problem is a ConfigError naming the file: missing, unreadable
+    (permissions, a symlink loop, a directory), not YAML, a key given twice
+    in one mapping (with both lines), or a field that does not check out.
+    Messages never quote the file's text.
+    """
     import yaml
 
     path = os.path.abspath(os.fspath(path))
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: no such dataset config file.")
-    with open(path, encoding="utf-8") as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e}).") from None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        problem = os_problem(e)
+        if problem == "no such file":
+            problem = "no such dataset config file"
+        raise ConfigError(f"{path}: {problem}.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text; a dataset "
+                          "config is a UTF-8 YAML file.") from None
+    try:
+        raw = yaml.load(text, Loader=_unique_key_loader())
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}, line {e.line}: duplicate key {e.key!r} (first "
+                          f"on line {e.first_line}); give each key once.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)}).") from None
     return from_dict(raw, source=path)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(key)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """safe_load that refuses a key given twice in one mapping (PyYAML
+        silently keeps the last value)."""
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                self.flatten_mapping(node)
+                first = {}
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        if key in first:
+                            raise _DuplicateKey(key, line, first[key])
+                        first[key] = line
+                    except TypeError:
+                        pass  # an unhashable key: SafeLoader's own error follows
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
+def _yaml_problem(error) -> str:
+    """A YAML error as one line, with its position but without the text
+    around it."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        problem += f" at line {mark.line + 1}, column {mark.column + 1}"
+    return problem
 
 
 def from_dict(raw: Any, source: str = "<config>") -> DatasetConfig:
@@ -325,11 +428,13 @@ def from_dict(raw: Any, source: str = "<config>") -> DatasetConfig:
     items = top.mapping("items")
     split = top.mapping("split", required=False) or {}
     history = top.mapping("history", required=False) or {}
+    csv_options = top.mapping("csv", required=False)
     top.done({"name", "format", "interactions", "users", "items", "split",
-              "history", "max_rejected_fraction"})
+              "history", "max_rejected_fraction", "csv",
+              "allow_paths_outside_data"})
 
     config = DatasetConfig(
-        name=top.string("name"),
+        name=_name(top),
         format=top.choice("format", FORMATS),
         interactions=_interactions(interactions, source),
         users=_table(users, source, "users"),
@@ -339,9 +444,64 @@ def from_dict(raw: Any, source: str = "<config>") -> DatasetConfig:
             "length", default=50, minimum=0),
         max_rejected_fraction=top.number("max_rejected_fraction", default=0.01,
                                          minimum=0.0, maximum=1.0),
+        csv=_csv(csv_options or {}, source),
+        allow_paths_outside_data=top.boolean("allow_paths_outside_data",
+                                             default=False),
     )
+    if csv_options is not None and config.format != "csv":
+        raise ConfigError(f"{source}: csv: applies only to `format: csv`, not "
+                          f"{config.format}; remove it.")
     _check_names(config, source)
+    if not config.allow_paths_outside_data:
+        for where in ("interactions", "users", "items"):
+            _check_relative(getattr(config, where).path, source, f"{where}.path")
     return config
+
+
+def _name(top: "_Fields") -> str:
+    name = top.string("name")
+    if not _NAME.match(name):
+        raise top._error("name", f"{name!r} is not a dataset name: it names the "
+                         "schema file (schemas/<name>.pbtxt), so use letters, "
+                         "digits, '-', '_' and '.', starting with a letter or digit.")
+    return name
+
+
+def _check_relative(path: str, source: str, where: str) -> None:
+    """A table path stays in the data directory: relative, without `..`."""
+    if os.path.isabs(path):
+        problem = "is absolute"
+    elif ".." in path.replace("\\", "/").split("/"):
+        problem = "leads out with '..'"
+    elif not path.strip() or os.path.normpath(path) == ".":
+        problem = "names no file"
+    else:
+        return
+    raise ConfigError(
+        f"{source}: {where}: {path!r} {problem}; table paths are relative to the "
+        "data directory (--data) and stay inside it. Move the file there, or set "
+        "`allow_paths_outside_data: true` to read files elsewhere.")
+
+
+def _csv(raw: Mapping, source: str) -> Csv:
+    fields = _Fields(raw, source, "csv")
+    result = Csv(delimiter=fields.string("delimiter", required=False) or ",",
+                 encoding=fields.string("encoding", required=False) or "utf-8")
+    fields.done({"delimiter", "encoding"})
+    if len(result.delimiter) != 1 or result.delimiter in "\"\r\n":
+        raise fields._error("delimiter", f"{result.delimiter!r} must be one "
+                            "character, not a quote or a line break (e.g. ';' or "
+                            "'\\t').")
+    try:
+        codec = codecs.lookup(result.encoding)
+    except LookupError:
+        raise fields._error("encoding", f"{result.encoding!r} is not a known text "
+                            "encoding (e.g. utf-8, latin-1, cp1252).") from None
+    if "\n,;\"a".encode(codec.name, errors="replace") != b"\n,;\"a":
+        raise fields._error("encoding", f"{result.encoding!r} is not read line by "
+                            "line like ASCII (UTF-16 and UTF-32 are not supported); "
+                            "re-save the files as UTF-8.")
+    return result
 
 
 def _interactions(raw: Mapping, source: str) -> Interactions:
@@ -350,8 +510,10 @@ def _interactions(raw: Mapping, source: str) -> Interactions:
         path=fields.string("path"), user=fields.string("user"),
         item=fields.string("item"), timestamp=fields.string("timestamp"),
         rating=fields.string("rating", required=False),
-        min_rating=fields.number("min_rating", default=None))
-    fields.done({"path", "user", "item", "timestamp", "rating", "min_rating"})
+        min_rating=fields.number("min_rating", default=None),
+        keep_duplicates=fields.boolean("keep_duplicates", default=False))
+    fields.done({"path", "user", "item", "timestamp", "rating", "min_rating",
+                 "keep_duplicates"})
     if result.min_rating is not None and result.rating is None:
         raise ConfigError(f"{source}: interactions.min_rating needs "
                           "interactions.rating (the column it applies to).")
@@ -469,6 +631,12 @@ class _Fields:
         if value not in choices:
             raise self._error(key, f"{value!r} is not one of "
                               f"{', '.join(choices)}{_suggestion(value, choices)}.")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, False, default)
+        if not isinstance(value, bool):
+            raise self._error(key, f"expected true or false, got {value!r}.")
         return value
 
     def integer(self, key: str, default=None, minimum=None) -> Optional[int]:
