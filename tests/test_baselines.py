@@ -1,6 +1,7 @@
 """Baselines (MostPopular, ItemKnn, EASE) against hand and direct computations."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -176,3 +177,29 @@ def test_item_knn_and_ease_beat_most_popular_on_planted_structure(synthetic_spli
         assert baselines.evaluate(model, split, [10])["recall@10"] == result["recall@10"]
     assert recall["ItemKnn"] > recall["MostPopular"] + 0.02, recall
     assert recall["Ease"] > recall["MostPopular"] + 0.02, recall
+
+
+def test_load_split_reads_through_the_pipeline_reader_and_rules(tiny_data, tmp_path):
+    # The same rows as ExampleGen: exact duplicates removed and counted,
+    # an interaction of an unknown item rejected, not fatal.
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    clean = baselines.load_split(tiny_data)
+    with open(data / "interactions.csv") as f:
+        first = f.read().splitlines()[1]
+    with open(data / "interactions.csv", "a") as f:
+        f.write(f"{first}\nu1,i999,4,1600000000\n")
+    split = baselines.load_split(str(data))
+    assert (split.train != clean.train).nnz == 0 and split.relevant == clean.relevant
+    entry = split.report["tables"]["interactions"]
+    assert (entry["duplicates"], entry["rejected"]) == (1, 1)
+    assert entry["rows"] == entry["accepted"] + 2
+
+
+def test_baselines_main_reports_a_data_problem_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        baselines.main([str(tmp_path / "nope")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("baselines: error: ")
+    assert "data directory does not exist" in err[0]

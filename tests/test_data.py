@@ -15,7 +15,11 @@ import zipfile
 import pytest
 
 from tfx_recsys import dataset_config
-from tfx_recsys.data import movielens, native, schema, synthetic
+from tfx_recsys.data import ingest, movielens, native, schema, synthetic, tables
+from tfx_recsys.errors import DataError
+
+SYNTHETIC = dataset_config.load(dataset_config.builtin_path("synthetic"))
+MOVIELENS = dataset_config.load(dataset_config.builtin_path("movielens-100k"))
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -86,7 +90,8 @@ def test_convert_recbole_writes_exact_native_rows(recbole_dir, tmp_path):
     out = tmp_path / "native"
     paths = movielens.convert_recbole_ml100k(recbole_dir, str(out))
 
-    assert native.validate_dataset_dir(str(out)) == paths
+    assert tables.validate_dataset(MOVIELENS, str(out)) == {
+        table: paths[f"{table}.csv"] for table in tables.TABLES}
     assert read_csv(paths[native.INTERACTIONS_FILE]) == [
         list(native.INTERACTION_COLUMNS),
         ["196", "242", "3", "881250949"],
@@ -122,7 +127,7 @@ def test_convert_recbole_quotes_commas_and_writes_utf8(recbole_dir, tmp_path):
 def test_convert_recbole_reports_damaged_line(recbole_dir, tmp_path):
     path = os.path.join(recbole_dir, movielens.INTER_FILE)
     write_text(path, RECBOLE_INTER + "196\t242\t3\n")
-    with pytest.raises(native.DataError) as error:
+    with pytest.raises(DataError) as error:
         movielens.convert_recbole_ml100k(recbole_dir, str(tmp_path / "n"))
     assert f"{path}, line 6" in str(error.value)
 
@@ -131,14 +136,14 @@ def test_convert_recbole_rejects_interaction_with_unknown_item(recbole_dir,
                                                                tmp_path):
     write_text(os.path.join(recbole_dir, movielens.INTER_FILE),
                RECBOLE_INTER + "196\t9999\t3\t881250949\n")
-    with pytest.raises(native.DataError, match="'9999' is not in"):
+    with pytest.raises(DataError, match="'9999' is not in"):
         movielens.convert_recbole_ml100k(recbole_dir, str(tmp_path / "n"))
 
 
 def test_convert_recbole_rejects_non_integer_timestamp(recbole_dir, tmp_path):
     write_text(os.path.join(recbole_dir, movielens.INTER_FILE),
                RECBOLE_INTER + "196\t242\t3\t88125.5\n")
-    with pytest.raises(native.DataError, match="line 6, column 'timestamp'"):
+    with pytest.raises(DataError, match="line 6, column 'timestamp'"):
         movielens.convert_recbole_ml100k(recbole_dir, str(tmp_path / "n"))
 
 
@@ -193,7 +198,7 @@ def test_fetch_downloads_converts_and_then_uses_the_cache(fake_pip, tmp_path):
     assert sorted(os.listdir(path)) == sorted(
         [".complete", *native.TABLES])       # nothing else from the wheel
     assert os.listdir(cache) == ["movielens-100k"]   # no staging left over
-    native.validate_dataset_dir(path)
+    tables.validate_dataset(MOVIELENS, path)
 
     assert movielens.fetch_movielens_100k(cache_dir=str(cache)) == path
     assert len(fake_pip) == 1                # second call: no download
@@ -212,7 +217,7 @@ def test_fetch_redoes_an_incomplete_cache(fake_pip, tmp_path):
 def test_fetch_rejects_a_wheel_with_another_hash(fake_pip, monkeypatch,
                                                   tmp_path):
     monkeypatch.setattr(movielens, "RECBOLE_WHEEL_SHA256", "0" * 64)
-    with pytest.raises(native.DataError, match="sha256 .* expected 0000"):
+    with pytest.raises(DataError, match="sha256 .* expected 0000"):
         movielens.fetch_movielens_100k(cache_dir=str(tmp_path))
     assert not os.path.exists(tmp_path / "movielens-100k")
 
@@ -247,90 +252,24 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 @pytest.mark.network
 def test_fetch_real_movielens_100k(tmp_path):
     path = movielens.fetch_movielens_100k(cache_dir=str(tmp_path))
-    paths = native.validate_dataset_dir(path)
-    native.validate_dataset(
-        dataset_config.load(dataset_config.builtin_path("movielens-100k")), path)
-    counts = {name: sum(1 for _ in native.read_table(paths[name], columns))
-              for name, columns in native.TABLES.items()}
-    assert counts == {native.INTERACTIONS_FILE: 100_000,
-                      native.USERS_FILE: 943, native.ITEMS_FILE: 1682}
-    items = {row["item_id"]: row for _, row in
-             native.read_table(paths[native.ITEMS_FILE], native.ITEM_COLUMNS)}
+    tables.validate_dataset(MOVIELENS, path)
+    typed = {table: list(ingest.parse_table(MOVIELENS, table, path))
+             for table in tables.TABLES}
+    # Every row accepted: no rejects, no duplicates (the quality numbers rest on it).
+    assert {t: len(rows) for t, rows in typed.items()} == {
+        "interactions": 100_000, "users": 943, "items": 1682}
+    assert not [r for rows in typed.values() for _, r in rows
+                if isinstance(r, ingest.Reject)]
+    items = {row["item_id"]: row for _, row in typed["items"]}
     assert items["1"] == {"item_id": "1", "title": "Toy Story",
-                          "release_year": "1995",
-                          "genres": "Animation|Children's|Comedy"}
-    assert items["267"]["release_year"] == "" and items["267"]["genres"] == ""
-    assert items["1412"]["release_year"] == "1995"
-
-
-# --------------------------------------------------------------------------
-# validate_dataset_dir
-
-
-def test_validate_accepts_a_valid_dataset(tmp_path):
-    paths = write_valid_dataset(str(tmp_path))
-    assert native.validate_dataset_dir(str(tmp_path)) == paths
-    assert set(paths) == {native.INTERACTIONS_FILE, native.USERS_FILE,
-                          native.ITEMS_FILE}
-
-
-def test_validate_missing_directory(tmp_path):
-    missing = tmp_path / "nope"
-    with pytest.raises(native.DataError, match="does not exist") as error:
-        native.validate_dataset_dir(str(missing))
-    assert str(missing) in str(error.value)
-
-
-def test_validate_missing_file_names_it(tmp_path):
-    write_valid_dataset(str(tmp_path))
-    os.remove(tmp_path / native.USERS_FILE)
-    with pytest.raises(native.DataError) as error:
-        native.validate_dataset_dir(str(tmp_path))
-    assert f"missing {native.USERS_FILE}" in str(error.value)
-    assert str(tmp_path) in str(error.value)
-
-
-def test_validate_empty_file(tmp_path):
-    write_valid_dataset(str(tmp_path))
-    write_text(tmp_path / native.ITEMS_FILE, "")
-    with pytest.raises(native.DataError, match="empty") as error:
-        native.validate_dataset_dir(str(tmp_path))
-    assert str(tmp_path / native.ITEMS_FILE) in str(error.value)
-
-
-def test_validate_header_without_rows(tmp_path):
-    write_valid_dataset(str(tmp_path))
-    path = write_text(tmp_path / native.USERS_FILE,
-                      "user_id,age,gender,occupation,zip_code\n\n")
-    with pytest.raises(native.DataError, match="no data rows") as error:
-        native.validate_dataset_dir(str(tmp_path))
-    assert path in str(error.value)
-
-
-def test_validate_wrong_header_names_column_and_file(tmp_path):
-    write_valid_dataset(str(tmp_path))
-    path = write_text(tmp_path / native.INTERACTIONS_FILE,
-                      "user_id,item,rating,timestamp,extra\nu1,i1,4,1000,x\n")
-    with pytest.raises(native.DataError) as error:
-        native.validate_dataset_dir(str(tmp_path))
-    message = str(error.value)
-    assert path in message and "line 1" in message
-    assert "missing column(s) 'item_id'" in message
-    assert "unexpected column(s) 'item', 'extra'" in message
-
-
-def test_validate_header_in_another_order(tmp_path):
-    write_valid_dataset(str(tmp_path))
-    write_text(tmp_path / native.USERS_FILE,
-               "age,user_id,gender,occupation,zip_code\n")
-    with pytest.raises(native.DataError, match="different order"):
-        native.validate_dataset_dir(str(tmp_path))
+                          "release_year": 1995.0,
+                          "genres": ["Animation", "Children's", "Comedy"]}
+    assert items["267"]["release_year"] is None and items["267"]["genres"] == []
+    assert items["1412"]["release_year"] == 1995.0
 
 
 # --------------------------------------------------------------------------
 # validate_dataset (a configured dataset)
-
-SYNTHETIC = dataset_config.load(dataset_config.builtin_path("synthetic"))
 
 
 def with_format(fmt, **paths):
@@ -346,22 +285,28 @@ def test_validate_dataset_accepts_columns_in_any_order_and_extra_ones(tmp_path):
     write_valid_dataset(str(tmp_path))
     write_text(tmp_path / native.USERS_FILE,
                "zip_code,extra,age,user_id,gender,occupation\n01234,x,30,u1,F,w\n")
-    assert native.validate_dataset(SYNTHETIC, str(tmp_path)) == {
+    assert tables.validate_dataset(SYNTHETIC, str(tmp_path)) == {
         table: str(tmp_path / f"{table}.csv")
         for table in ("interactions", "users", "items")}
 
 
+def test_validate_dataset_accepts_what_write_dataset_writes(tmp_path):
+    paths = write_valid_dataset(str(tmp_path))
+    assert tables.validate_dataset(SYNTHETIC, str(tmp_path)) == {
+        table: paths[f"{table}.csv"] for table in tables.TABLES}
+
+
 def test_validate_dataset_missing_directory(tmp_path):
-    with pytest.raises(native.DataError, match="data directory does not exist"):
-        native.validate_dataset(SYNTHETIC, str(tmp_path / "nope"))
+    with pytest.raises(DataError, match="data directory does not exist"):
+        tables.validate_dataset(SYNTHETIC, str(tmp_path / "nope"))
 
 
 def test_validate_dataset_lists_every_missing_file(tmp_path):
     write_valid_dataset(str(tmp_path))
     os.remove(tmp_path / native.USERS_FILE)
     os.remove(tmp_path / native.ITEMS_FILE)
-    with pytest.raises(native.DataError) as error:
-        native.validate_dataset(SYNTHETIC, str(tmp_path))
+    with pytest.raises(DataError) as error:
+        tables.validate_dataset(SYNTHETIC, str(tmp_path))
     assert str(error.value).startswith(
         f"{tmp_path}: missing users.csv (users.path), items.csv (items.path).")
 
@@ -369,16 +314,16 @@ def test_validate_dataset_lists_every_missing_file(tmp_path):
 def test_validate_dataset_empty_file(tmp_path):
     write_valid_dataset(str(tmp_path))
     path = write_text(tmp_path / native.ITEMS_FILE, "")
-    with pytest.raises(native.DataError, match=f"{path}: the file is empty"):
-        native.validate_dataset(SYNTHETIC, str(tmp_path))
+    with pytest.raises(DataError, match=f"{path}: the file is empty"):
+        tables.validate_dataset(SYNTHETIC, str(tmp_path))
 
 
 def test_validate_dataset_misspelled_column_gets_a_suggestion(tmp_path):
     write_valid_dataset(str(tmp_path))
     path = write_text(tmp_path / native.INTERACTIONS_FILE,
                       "user_id,itemid,rating,Timestamp\nu1,i1,4,1000\n")
-    with pytest.raises(native.DataError) as error:
-        native.validate_dataset(SYNTHETIC, str(tmp_path))
+    with pytest.raises(DataError) as error:
+        tables.validate_dataset(SYNTHETIC, str(tmp_path))
     message = str(error.value)
     assert message.startswith(f"{path}: no column 'item_id' (did you mean 'itemid'?) "
                               "for interactions.item; no column 'timestamp' (did you "
@@ -390,15 +335,15 @@ def test_validate_dataset_header_without_rows(tmp_path):
     write_valid_dataset(str(tmp_path))
     path = write_text(tmp_path / native.USERS_FILE,
                       "user_id,age,gender,occupation,zip_code\n\n")
-    with pytest.raises(native.DataError, match=f"{path}: the file has no data rows"):
-        native.validate_dataset(SYNTHETIC, str(tmp_path))
+    with pytest.raises(DataError, match=f"{path}: the file has no data rows"):
+        tables.validate_dataset(SYNTHETIC, str(tmp_path))
 
 
 def test_validate_dataset_csv_given_as_parquet_or_tfrecord(tmp_path):
     write_valid_dataset(str(tmp_path))
     for fmt in ("parquet", "tfrecord"):
-        with pytest.raises(native.DataError) as error:
-            native.validate_dataset(with_format(fmt), str(tmp_path))
+        with pytest.raises(DataError) as error:
+            tables.validate_dataset(with_format(fmt), str(tmp_path))
         message = str(error.value)
         assert message.startswith(f"{tmp_path / native.INTERACTIONS_FILE}: not a "
                                   f"readable {fmt} file")
@@ -411,8 +356,8 @@ def test_validate_dataset_parquet_given_as_csv(tmp_path):
 
     write_valid_dataset(str(tmp_path))
     pq.write_table(pa.table({"user_id": ["u1"]}), str(tmp_path / "users.parquet"))
-    with pytest.raises(native.DataError) as error:
-        native.validate_dataset(with_format("csv", users="users.parquet"), str(tmp_path))
+    with pytest.raises(DataError) as error:
+        tables.validate_dataset(with_format("csv", users="users.parquet"), str(tmp_path))
     assert "users.parquet: not a readable csv file (not CSV text)" in str(error.value)
     assert "It looks like a Parquet file: set `format: parquet`" in str(error.value)
 
@@ -459,39 +404,23 @@ def test_schema_follows_the_config(tmp_path):
 
 
 def test_read_table_yields_rows_with_their_line_numbers(tmp_path):
-    path = write_text(tmp_path / "items.csv",
-                      "\ufeffitem_id,title,release_year,genres\r\n"
-                      'i1,"Two\nlines",2001,A|B\r\n'
-                      "\r\n"
-                      "i2,,,\r\n")
-    rows = list(native.read_table(path, native.ITEM_COLUMNS))
+    write_text(tmp_path / "items.csv",
+               "\ufeffitem_id,title,release_year,genres\r\n"
+               'i1,"Two\nlines",2001,A|B\r\n'
+               "\r\n"
+               "i2,,,\r\n")
+    stats = tables.ReadStats()
+    rows = list(tables.read_table(tables.sources(SYNTHETIC, str(tmp_path))["items"],
+                                  stats))
     assert rows == [
         (2, {"item_id": "i1", "title": "Two\nlines", "release_year": "2001",
              "genres": "A|B"}),
         (5, {"item_id": "i2", "title": "", "release_year": "",
              "genres": ""}),
     ]
-
-
-def test_read_table_malformed_row_names_file_and_line(tmp_path):
-    path = write_text(tmp_path / "interactions.csv",
-                      "user_id,item_id,rating,timestamp\n"
-                      "u1,i1,4,1000\n"
-                      "u1,i2,4,1001,oops\n")
-    rows = native.read_table(path, native.INTERACTION_COLUMNS)
-    assert next(rows)[0] == 2
-    with pytest.raises(native.DataError) as error:
-        next(rows)
-    assert f"{path}, line 3" in str(error.value)
-    assert "expected 4 fields" in str(error.value)
-
-
-def test_read_table_rejects_non_utf8(tmp_path):
-    path = tmp_path / "users.csv"
-    path.write_bytes(b"user_id,age,gender,occupation,zip_code\n"
-                     b"u1,30,F,caf\xe9,1\n")
-    with pytest.raises(native.DataError, match="line 2.*UTF-8"):
-        list(native.read_table(str(path), native.USER_COLUMNS))
+    # 5 lines: the header, 2 rows, a blank line, the second line of "Two\nlines".
+    assert stats == tables.ReadStats(header_lines=1, blank_lines=1,
+                                     continuation_lines=1)
 
 
 def test_write_dataset_accepts_dicts_and_tuples(tmp_path):
@@ -523,8 +452,12 @@ def generate(tmp_path, name="data", **kwargs):
 
 
 def load(paths):
-    return {name: [row for _, row in native.read_table(paths[name], columns)]
-            for name, columns in native.TABLES.items()}
+    """{file name: rows as dicts of text} of the files the generator wrote."""
+    tables_read = {}
+    for name in native.TABLES:
+        with open(paths[name], encoding="utf-8", newline="") as f:
+            tables_read[name] = list(csv.DictReader(f))
+    return tables_read
 
 
 def file_bytes(paths):
@@ -540,7 +473,7 @@ def synthetic_tables(tmp_path_factory):
     paths = synthetic.generate_synthetic(
         str(tmp_path_factory.mktemp("synthetic")), num_users=300,
         num_items=500, num_interactions=12_000, seed=3)
-    native.validate_dataset_dir(os.path.dirname(paths[native.USERS_FILE]))
+    tables.validate_dataset(SYNTHETIC, os.path.dirname(paths[native.USERS_FILE]))
     return load(paths)
 
 

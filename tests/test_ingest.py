@@ -28,7 +28,7 @@ from tfx_recsys import examples_io
 from tfx_recsys.components.interactions_example_gen import component as example_gen
 from tfx_recsys.components.interactions_example_gen import executor as example_gen_executor
 from tfx_recsys.data import ingest, tables
-from tfx_recsys.data.native import DataError
+from tfx_recsys.errors import DataError
 
 BEAM_ARGS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 # Executors built here skip TFX's sdist as local_runner's do (beam_staging).
@@ -177,7 +177,7 @@ def test_a_csv_row_with_the_wrong_field_count_is_yielded_as_malformed(tmp_path):
     assert [number for number, _ in rows] == [2, 3, 5]
     assert rows[1][1] == ingest.Reject(
         "interactions", "interactions.csv", 3, "", ingest.REASON_MALFORMED,
-        "u1,i2,4,1001,oops, more")
+        '"u1",i2,4,1001,"oops, more"')
 
 
 def test_a_column_feature_is_read_from_its_configured_column(tmp_path):
@@ -251,11 +251,23 @@ def test_a_tfrecord_file_configured_as_csv_is_explained(tiny_data, tmp_path):
         parsed(dataclasses.replace(config, format="csv"), "users", data)
 
 
-def test_a_csv_that_is_not_utf8_names_the_line(tmp_path):
+def test_a_csv_line_that_is_not_utf8_is_rejected_and_the_next_ones_read(tmp_path):
     data = small_dataset(tmp_path)
     with open(os.path.join(data, "users.csv"), "wb") as f:
-        f.write(b"user_id,age,gender,occupation,zip_code\nu1,30,F,caf\xe9,1\n")
-    with pytest.raises(DataError, match=r"users.csv, line 2: not valid UTF-8"):
+        f.write(b"user_id,age,gender,occupation,zip_code\nu1,30,F,caf\xe9,1\n"
+                b"u2,31,M,writer,2\n")
+    (number, bad), (_, good) = parsed(SYNTHETIC, "users", data)
+    assert (number, bad.reason, bad.raw) == (2, ingest.REASON_NOT_UTF8,
+                                             "u1,30,F,caf\ufffd,1")
+    assert good["user_id"] == "u2"
+
+
+def test_a_header_that_is_not_utf8_names_the_line_and_the_way_out(tmp_path):
+    data = small_dataset(tmp_path)
+    with open(os.path.join(data, "users.csv"), "wb") as f:
+        f.write(b"user_id,\xe2ge,gender,occupation,zip_code\nu1,30,F,w,1\n")
+    with pytest.raises(DataError, match=r"users.csv, line 1: the header is not valid "
+                                        r"utf-8 text.*`csv: \{encoding: ...\}`"):
         parsed(SYNTHETIC, "users", data)
 
 
@@ -273,7 +285,8 @@ BAD_INTERACTIONS = [
     ("u1,  ,4,1000", "item_id", ingest.REASON_EMPTY_ID),
     ("u1,i1,great,1000", "rating", ingest.REASON_NOT_NUMBER),
     ("u1,i1,1_0,1000", "rating", ingest.REASON_NOT_NUMBER),
-    ("u1,i1,NaN,1000", "rating", ingest.REASON_NOT_FINITE),
+    ("u1,i1,NaN,1000", "rating", ingest.REASON_MISSING),     # NaN means missing
+    ("u1,i1,inf,1000", "rating", ingest.REASON_NOT_FINITE),
     ("u1,i1,1e999,1000", "rating", ingest.REASON_NOT_FINITE),
     ("u1,i1,,1000", "rating", ingest.REASON_MISSING),
 ]
@@ -330,7 +343,7 @@ def test_values_from_typed_formats():
             (ingest.parse_number, float("inf"), ingest.REASON_NOT_FINITE),
             (ingest.parse_text, ["a", "b"], ingest.REASON_MANY_VALUES),
             (ingest.parse_id, b"\xff", ingest.REASON_NOT_UTF8),
-            (ingest.parse_id, float("nan"), ingest.REASON_NOT_FINITE)]:
+            (ingest.parse_id, float("nan"), ingest.REASON_EMPTY_ID)]:
         with pytest.raises(ingest._Bad) as bad:
             parse(raw)
         assert bad.value.reason == reason, (parse, raw)
@@ -415,7 +428,7 @@ def run_example_gen(data_dir, out_dir, config=SYNTHETIC):
     properties = {k: (json_format.MessageToJson(v) if isinstance(v, message.Message) else v)
                   for k, v in component.exec_properties.items()}
     outputs = {}
-    for key in ("examples", "items", "users"):
+    for key in ("examples", "items", "users", "refit_examples"):
         artifact = standard_artifacts.Examples()
         artifact.uri = str(out_dir / key)
         os.makedirs(artifact.uri)
@@ -503,7 +516,7 @@ def broken_copy(data_dir, destination):
         "interactions.csv": [
             ("u1,i1,5,not-a-time", "timestamp", ingest.REASON_NOT_INTEGER),
             ("u1,i1,5,-7", "timestamp", ingest.REASON_TIMESTAMP_RANGE),
-            ("u1,i1,nan,1600000000", "rating", ingest.REASON_NOT_FINITE),
+            ("u1,i1,nan,1600000000", "rating", ingest.REASON_MISSING),
             (",i1,5,1600000000", "user_id", ingest.REASON_EMPTY_ID),
             ("ghost,i1,5,1600000000", "user_id",
              "unknown user (no accepted row in users.csv)"),
@@ -613,7 +626,7 @@ def test_component_checks_the_config_and_fingerprints_the_configured_files(tiny_
     fingerprint, _, _ = utils.calculate_splits_fingerprint_span_and_version(
         tiny_data, splits)
     assert fingerprint.count("num_files:1,") == 3      # what the driver caches on
-    assert set(component.outputs) == {"examples", "items", "users"}
+    assert set(component.outputs) == {"examples", "items", "users", "refit_examples"}
     with pytest.raises(dc.ConfigError):
         example_gen.InteractionsExampleGen(input_base="/data", dataset='{"name": "x"}')
 
@@ -629,3 +642,50 @@ def test_grouped_interactions_are_packed_small_and_unpacked_whole():
         assert len(packed) < 60  # the user id travels once, as the group's key
     with pytest.raises(ValueError, match=r"\['source'\] would be lost"):
         executor._pack((1, {**rated, "source": "web"}))
+
+
+def test_example_gen_accounts_for_every_row_and_removes_exact_duplicates(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    raw = read_csv(os.path.join(tiny_data, "interactions.csv"))
+    first_user = [r for r in raw if r["user_id"] == "u1"]
+    with open(data / "interactions.csv", "a") as f:     # u1's rows again, ids padded
+        for r in first_user:
+            f.write(f" {r['user_id']} ,{r['item_id']},{r['rating']},{r['timestamp']}\n")
+    with open(data / "users.csv", "a") as f:             # NaN age: missing, user kept
+        f.write("u900,NaN,F,writer,00000\n")
+    examples, _, users = run_example_gen(data, tmp_path / "out")
+    written = rows_of(examples, "train") + rows_of(examples, "eval")
+    assert len(written) == len(raw)                      # the copies are gone
+    assert examples.get_int_custom_property("duplicates_removed") == len(first_user)
+    assert examples.get_int_custom_property("rejected_rows") == 0
+    accounting = json.loads(examples.get_string_custom_property("row_accounting"))
+    assert accounting["interactions"] == {
+        "file": "interactions.csv", "rows": len(raw) + len(first_user),
+        "accepted": len(raw), "rejected": 0, "duplicates": len(first_user), "filtered": 0}
+    assert accounting["users"]["rows"] == accounting["users"]["accepted"] == 61
+    assert "age" not in {k for r in rows_of(users, "users") if r["user_id"] == [b"u900"]
+                         for k in r}
+    listed = read_csv(os.path.join(examples.uri, "rejected_rows.csv"))
+    assert {r["reason"] for r in listed} == {ingest.REASON_DUPLICATE}
+
+    keep = dataclasses.replace(SYNTHETIC, interactions=dataclasses.replace(
+        SYNTHETIC.interactions, keep_duplicates=True))
+    kept, _, _ = run_example_gen(data, tmp_path / "kept", keep)
+    assert len(rows_of(kept, "train") + rows_of(kept, "eval")) == len(raw) + len(first_user)
+
+
+def test_example_gen_fails_when_a_quote_swallows_rows_and_lists_them(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    path = data / "items.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[10] = lines[10].replace(",", ',"', 1)          # i10,"Item 10,... never closed
+    path.write_text("".join(lines))
+    with pytest.raises(DataError) as error:
+        run_example_gen(data, tmp_path / "out")
+    message = str(error.value)
+    assert message.startswith(f"{data}/items.csv: 71 of 80 rows rejected (88.8%)")
+    assert "row 11 (unbalanced quote" in message and "row 12 (inside a quoted value" in message
+    listed = read_csv(tmp_path / "out" / "examples" / "rejected_rows.csv")
+    assert [int(r["row"]) for r in listed if r["file"] == "items.csv"] == list(range(11, 82))

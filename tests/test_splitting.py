@@ -8,7 +8,6 @@ import tensorflow as tf
 
 from tfx_recsys import dataset_config as dc
 from tfx_recsys.components.interactions_example_gen import splitting
-from tfx_recsys.data.native import DataError
 
 
 def _interaction(item, timestamp, user="u1"):
@@ -217,13 +216,3 @@ def test_tf_example_types_and_absent_values():
     assert feature["rating"].float_list.value == [4.5]
     assert feature["title"].bytes_list.value[0].decode() == "Amélie"
     assert set(feature) == {"user_id", "rating", "timestamp", "genres", "title"}
-
-
-def test_parse_interaction_of_the_native_reader_names_file_line_and_column():
-    row = {"user_id": "u1", "item_id": "i1", "rating": "4", "timestamp": "yesterday"}
-    with pytest.raises(DataError, match=r"interactions.csv, line 7, column 'timestamp'"):
-        splitting.parse_interaction(row, "/data/interactions.csv", 7)
-    with pytest.raises(DataError, match=r"line 3, column 'user_id' is empty"):
-        splitting.parse_interaction(dict(row, user_id="", timestamp="1"), "/d/i.csv", 3)
-    assert splitting.parse_interaction(dict(row, timestamp="9"), "/d/i.csv", 2) == {
-        "user_id": "u1", "item_id": "i1", "rating": 4.0, "timestamp": 9}

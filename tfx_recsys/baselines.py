@@ -7,7 +7,8 @@ strong baselines, and on small and medium catalogues (MovieLens-sized) they
 are routinely hard to beat (Dacrema et al., RecSys 2019; Steck, WWW 2019).
 They are reported beside every model with the project's own metric code
 (`tfx_recsys.metrics`), on the same per-user temporal split as the pipeline
-(`load_split` reuses InteractionsExampleGen's splitting rule).
+(`load_split` reads a dataset through its config with ExampleGen's reader
+and row rules, and reuses its splitting rule).
 
 All three share one API, so they can be used interchangeably:
 
@@ -29,20 +30,23 @@ train items excluded), default settings, fit times on a 2-core CPU:
     ItemKnn      0.07    0.1135     0.3190     0.4768      0.1827
     Ease         0.5     0.1161     0.3731     0.5369      0.1912
 
-    python -m tfx_recsys.baselines DATASET_DIR   # prints metrics per baseline
+    python -m tfx_recsys.baselines DATA_DIR [--dataset NAME_OR_YAML]
+                                       # prints metrics per baseline
 """
 
 import argparse
 import dataclasses
+import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from tfx_recsys import metrics
+from tfx_recsys import dataset_config as dc
+from tfx_recsys import errors, metrics
 from tfx_recsys.components.interactions_example_gen import splitting
-from tfx_recsys.data import native
+from tfx_recsys.data import ingest, tables
 
 DEFAULT_EASE_L2 = 500.0
 DEFAULT_EASE_MAX_ITEMS = 20_000
@@ -319,60 +323,102 @@ class Ease(_Baseline):
 
 
 # --------------------------------------------------------------------------
-# Evaluation on a native dataset, with the pipeline's split
+# Evaluation on a configured dataset, with the pipeline's split
 
 
 @dataclasses.dataclass
 class Split:
-    """A native dataset split per user by time, as InteractionsExampleGen does.
+    """A dataset split per user by time, as InteractionsExampleGen does.
 
     train: float32 csr [users, items], binary train interactions.
     relevant: per user (row of `train`), their distinct eval items, in time
       order; empty for users without eval interactions.
     user_ids, item_ids: raw ids of the rows and columns; the columns are
-      every item of items.csv (the corpus), in file order.
+      every accepted row of the items table (the corpus), in file order.
+    report: ingest.build_report of the read (row accounting, rejects).
     """
 
     train: sp.csr_matrix
     relevant: List[List[int]]
     user_ids: List[str]
     item_ids: List[str]
+    report: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def load_split(dataset_dir: str, eval_fraction: float = 0.2) -> Split:
-    """Reads a native dataset and applies the pipeline's temporal split.
+def load_split(data_dir: str, eval_fraction: float = 0.2,
+               config: Optional[dc.DatasetConfig] = None) -> Split:
+    """Reads a dataset and applies the pipeline's per-user temporal split.
 
-    Per user, interactions ordered by (timestamp, item_id); the last
+    config: the dataset config (default: datasets/synthetic.yaml, which
+      describes the native three CSV files that MovieLens and the synthetic
+      generator write).
+
+    Rows go through ExampleGen's reader and rules (`tables`, `ingest`):
+    rejected rows and interactions of unknown users or items are skipped,
+    exact duplicates removed, interactions below min_rating left out, and
+    more rejected rows than max_rejected_fraction is a DataError. Per user,
+    interactions ordered by (timestamp, item_id); the last
     floor(eval_fraction * n) are eval (`splitting.split_user_history`).
     """
-    files = native.validate_dataset_dir(dataset_dir)
-    item_ids = [row["item_id"] for _, row in
-                native.read_table(files[native.ITEMS_FILE], native.ITEM_COLUMNS)]
-    item_index = {item_id: i for i, item_id in enumerate(item_ids)}
+    config = config or dc.load(dc.builtin_path("synthetic"))
+    tables.validate_dataset(config, data_dir)
+    now = time.time()
+    rejects: List[ingest.Reject] = []
+    counts = {}
+    keys: Dict[str, Dict[str, None]] = {}
+    for table, key in (("users", dc.USER_ID), ("items", dc.ITEM_ID)):
+        keys[table], rows = {}, 0
+        for _, row in ingest.parse_table(config, table, data_dir, now):
+            rows += 1
+            if isinstance(row, ingest.Reject):
+                rejects.append(row)
+            else:
+                keys[table][row[key]] = None
+        counts[table] = (rows, 0)
     histories: Dict[str, list] = {}
-    path = files[native.INTERACTIONS_FILE]
-    for line, row in native.read_table(path, native.INTERACTION_COLUMNS):
-        interaction = splitting.parse_interaction(row, path, line)
-        histories.setdefault(interaction["user_id"], []).append(interaction)
+    rows = filtered = 0
+    for number, row in ingest.parse_table(config, "interactions", data_dir, now):
+        rows += 1
+        if isinstance(row, ingest.Reject):
+            rejects.append(row)
+        elif ingest.below_min_rating(row, config):
+            filtered += 1
+        else:
+            reject = ingest.unknown_key(number, row, keys["users"], keys["items"], config)
+            if reject is not None:
+                rejects.append(reject)
+            else:
+                histories.setdefault(row[dc.USER_ID], []).append((number, row))
+    counts["interactions"] = (rows, filtered)
+
+    item_ids = list(keys["items"])
+    item_index = {item_id: i for i, item_id in enumerate(item_ids)}
     user_ids = sorted(histories)
     users, items, relevant = [], [], []
+    examples = {"train": 0, "eval": 0}
     for u, user_id in enumerate(user_ids):
+        kept, duplicates = ingest.drop_duplicates(histories.pop(user_id), config)
+        rejects += duplicates
         eval_items: Dict[int, None] = {}
-        for split, interaction in splitting.split_user_history(histories[user_id],
-                                                               eval_fraction):
-            if interaction["item_id"] not in item_index:
-                raise native.DataError(
-                    f"{path}: item_id {interaction['item_id']!r} has no row in "
-                    f"{native.ITEMS_FILE}. Add its features or drop its interactions.")
-            item = item_index[interaction["item_id"]]
+        for split, interaction in splitting.split_user_history(
+                [row for _, row in kept], eval_fraction):
+            examples[split] += 1
+            item = item_index[interaction[dc.ITEM_ID]]
             if split == "train":
                 users.append(u)
                 items.append(item)
             else:
                 eval_items[item] = None
         relevant.append(list(eval_items))
+    report = ingest.build_report(
+        config, rejects, counts, examples,
+        {"interactions": examples["train"] + examples["eval"],
+         "users": len(keys["users"]), "items": len(item_ids)})
+    ingest.check_accounting(report)
+    ingest.check_report(report, config, data_dir, rejected_rows_path=None)
     train = interaction_matrix(users, items, len(user_ids), len(item_ids))
-    return Split(train=train, relevant=relevant, user_ids=user_ids, item_ids=item_ids)
+    return Split(train=train, relevant=relevant, user_ids=user_ids,
+                 item_ids=item_ids, report=report)
 
 
 def evaluate(model, split: Split, ks: Sequence[int] = (10, 50, 100)
@@ -392,12 +438,22 @@ def evaluate(model, split: Split, ks: Sequence[int] = (10, 50, 100)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Prints recall/ndcg of the three baselines (default settings)."""
+    """Prints recall/ndcg of the three baselines (default settings); a data
+    or config problem is one line on stderr and exit status 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset_dir", help="a native dataset directory")
+    parser.add_argument("data_dir", help="the directory holding the tables")
+    parser.add_argument("--dataset", default="synthetic",
+                        help="a dataset config: a name in datasets/ or a YAML "
+                             "file (default: synthetic, the native CSV files)")
     parser.add_argument("--eval-fraction", type=float, default=0.2)
     args = parser.parse_args(argv)
-    split = load_split(args.dataset_dir, args.eval_fraction)
+    try:
+        config = dc.load(args.dataset if args.dataset.endswith((".yaml", ".yml"))
+                         else dc.builtin_path(args.dataset))
+        split = load_split(args.data_dir, args.eval_fraction, config)
+    except errors.UserError as e:
+        print(f"baselines: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"{split.train.shape[0]} users x {split.train.shape[1]} items, "
           f"{split.train.nnz} train interactions")
     ks = (10, 50, 100)

@@ -117,18 +117,25 @@ def anomalies(store) -> Dict[str, List[str]]:
 
 
 def ingestion(store) -> Dict:
-    """What the latest ExampleGen execution set aside: rejected rows (by
-    file and reason, and the file listing them) and rows filtered by the
+    """What the latest ExampleGen execution did with the rows it read: per
+    table, rows read = accepted + rejected + duplicates + filtered
+    ("tables", {table: {"file", "rows", ...}}; {} for runs before it was
+    recorded); rejected rows (by file and reason, and the file listing
+    them), exact duplicates removed and rows filtered by the
     implicit-feedback rule."""
     execution = latest_execution(store, "InteractionsExampleGen")
     if execution is None:
         return {}
     for artifact in output_artifacts(store, execution, "examples"):
         summary_json = property_value(artifact, "rejected_summary")
+        accounting_json = property_value(artifact, "row_accounting")
         return {
+            "tables": json.loads(accounting_json) if accounting_json else {},
             "rejected_rows": int(property_value(artifact, "rejected_rows", 0) or 0),
             "rejected_summary": json.loads(summary_json) if summary_json else {},
             "rejected_file": os.path.join(artifact.uri, "rejected_rows.csv"),
+            "duplicates_removed": int(
+                property_value(artifact, "duplicates_removed", 0) or 0),
             "filtered_below_min_rating": int(
                 property_value(artifact, "filtered_below_min_rating", 0) or 0),
         }

@@ -4,11 +4,16 @@
 The pipeline, per table: read and type the rows in file order (one worker
 per file: `ingest.parse_table`), rejected rows to a side output; then group
 the interactions by user and, per user, check each one's user and item
-against their tables (side inputs), split, add the behaviour and user/item
+against their tables (side inputs), drop exact duplicates
+(`ingest.drop_duplicates`), split, add the behaviour and user/item
 features, serialise and write. A last step gathers the
-rejected rows and counts into `rejected_rows.csv` and `ingest_report.json`
-under the examples artifact; `Do` reads the report back, records it on the
-artifact and fails the run if too many rows were rejected.
+rejected rows, removed duplicates and counts into `rejected_rows.csv` and
+`ingest_report.json` under the examples artifact; `Do` reads the report
+back, records it on the artifact (the properties below, and
+`row_accounting`: per table, rows read = accepted + rejected + duplicates +
+filtered, with accepted counted from the examples written), fails loudly if
+that identity does not hold, and fails the run if too many rows were
+rejected.
 
 It replaces the ExampleGen base executor's Do: that one writes through TFX's
 WriteSplit, which reshuffles the records randomly, so two runs on the same
@@ -33,7 +38,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx_recsys import config as pipeline_config
 from tfx_recsys import dataset_config as dc
 from tfx_recsys.components.interactions_example_gen import splitting
-from tfx_recsys.data import ingest, native
+from tfx_recsys.data import ingest, tables
 
 # Keys of the component (component.py imports them from here).
 DATASET_KEY = "dataset"
@@ -48,6 +53,9 @@ REPORT_FILE = "ingest_report.json"
 REJECTED_ROWS_PROPERTY = "rejected_rows"
 REJECTED_SUMMARY_PROPERTY = "rejected_summary"
 FILTERED_PROPERTY = "filtered_below_min_rating"
+DUPLICATES_PROPERTY = "duplicates_removed"
+# JSON {table: {"file", "rows", "accepted", "rejected", "duplicates", "filtered"}}.
+ACCOUNTING_PROPERTY = "row_accounting"
 
 _REJECTED = "rejected"
 _COUNTS = "counts"
@@ -111,19 +119,25 @@ def _user_examples(group, users, items, config: dc.DatasetConfig, cut, refit: bo
     """One user's packed interactions -> (split, example row) pairs with
     behaviour and user/item features, and with `refit` also ("refit", row)
     pairs (splitting.refit_examples); an interaction whose user or item has
-    no accepted row goes to the `rejected` output instead.
+    no accepted row, or that repeats an earlier one exactly, goes to the
+    `rejected` output instead (as a Reject; duplicates have their reason).
 
     Keys are checked here, after the grouping, so that the users and items
     tables are held once (in this step's side inputs), not once for a check
     before the grouping and again for the feature join after it."""
     user_id, packed = group
-    known = []
-    for number, interaction in (_unpack(user_id, p) for p in packed):
+    numbered = []
+    for number, interaction in sorted((_unpack(user_id, p) for p in packed),
+                                      key=lambda pair: pair[0]):
         reject = ingest.unknown_key(number, interaction, users, items, config)
         if reject is not None:
             yield beam.pvalue.TaggedOutput(_REJECTED, reject)
         else:
-            known.append(interaction)
+            numbered.append((number, interaction))
+    numbered, duplicates = ingest.drop_duplicates(numbered, config)
+    for duplicate in duplicates:
+        yield beam.pvalue.TaggedOutput(_REJECTED, duplicate)
+    known = [interaction for _, interaction in numbered]
     for split, row in splitting.user_examples(known, config.split, config.history_length,
                                               cut):
         yield split, ingest.with_features(row, users, items)
@@ -132,12 +146,13 @@ def _user_examples(group, users, items, config: dc.DatasetConfig, cut, refit: bo
             yield _REFIT, ingest.with_features(row, users, items)
 
 
-def _known_timestamp(numbered, users, items, config: dc.DatasetConfig):
-    """[timestamp] of an interaction whose user and item are known, else []."""
+def _known_interaction(numbered, users, items, config: dc.DatasetConfig):
+    """[the interaction's duplicate key] when its user and item are known,
+    else [] (ingest.duplicate_key: it holds the timestamp)."""
     number, interaction = numbered
     if ingest.unknown_key(number, interaction, users, items, config) is not None:
         return []
-    return [interaction[dc.TIMESTAMP]]
+    return [ingest.duplicate_key(interaction)]
 
 
 class _WriteRecords(beam.PTransform):
@@ -161,9 +176,13 @@ class _WriteRecords(beam.PTransform):
 def _write_report(_, rejects, counts, examples, config: dc.DatasetConfig,
                   examples_uri: str) -> None:
     """Writes rejected_rows.csv and ingest_report.json under examples_uri."""
+    examples = dict(examples)
+    accepted = {"interactions": examples.get(_TRAIN, 0) + examples.get(_EVAL, 0),
+                "users": examples.get(USERS_SPLIT, 0),
+                "items": examples.get(pipeline_config.ITEMS_SPLIT, 0)}
     report = ingest.build_report(
         config, rejects, {table: (rows, filtered) for table, rows, filtered in counts},
-        dict(examples))
+        examples, accepted)
     with fileio.open(os.path.join(examples_uri, ingest.REJECTED_ROWS_FILE), "w") as f:
         f.write(ingest.rejected_rows_csv(rejects))
     with fileio.open(os.path.join(examples_uri, REPORT_FILE), "w") as f:
@@ -190,10 +209,14 @@ def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
     split = config.split
     cut = split.cut_timestamp
     if split.kind == "global_time" and cut is None:
+        known = interactions | "Known" >> beam.FlatMap(
+            _known_interaction, users=users, items=items, config=config)
+        if not config.interactions.keep_duplicates:
+            # The cut is a quantile of the interactions kept, not of repeats.
+            known = known | "WithoutDuplicates" >> beam.Distinct()
         cut = beam.pvalue.AsSingleton(
-            interactions
-            | "Timestamps" >> beam.FlatMap(_known_timestamp, users=users, items=items,
-                                           config=config)
+            known
+            | "Timestamps" >> beam.Map(lambda key: key[2])
             | "AllTimestamps" >> beam.combiners.ToList()
             # No interaction left: no cut (check_report then explains why).
             | "Cut" >> beam.Map(lambda timestamps: splitting.global_time_cut(
@@ -255,7 +278,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = dc.DatasetConfig.from_json(exec_properties[DATASET_KEY])
         data_dir = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         # Structural problems fail here, before Beam starts, with one message.
-        native.validate_dataset(config, data_dir)
+        tables.validate_dataset(config, data_dir)
 
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
@@ -292,6 +315,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             json.dumps(report["rejected_summary"], sort_keys=True))
         examples.set_int_custom_property(FILTERED_PROPERTY,
                                          report["filtered_below_min_rating"])
+        examples.set_int_custom_property(DUPLICATES_PROPERTY,
+                                         report["duplicates_removed"])
+        examples.set_string_custom_property(
+            ACCOUNTING_PROPERTY, json.dumps(ingest.accounting(report), sort_keys=True))
+        ingest.check_accounting(report)
         ingest.check_report(report, config, data_dir,
                             os.path.join(examples.uri, ingest.REJECTED_ROWS_FILE))
         refit.set_int_custom_property(WITH_REFIT_KEY, int(with_refit))

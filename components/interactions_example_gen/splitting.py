@@ -33,7 +33,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tfx_recsys import config as pipeline_config
 from tfx_recsys import dataset_config as dc
-from tfx_recsys.data import native
 
 Row = Dict[str, object]
 TRAIN = pipeline_config.TRAIN_SPLIT
@@ -203,32 +202,3 @@ def to_tf_example(row: Row, columns: Sequence[dc.ExampleColumn]) -> bytes:
         else:
             feature.float_list.value.extend(float(v) for v in values)
     return example.SerializeToString()
-
-
-# --------------------------------------------------------------------------
-# The fixed three-CSV reader of `baselines.load_split`
-
-
-def parse_interaction(row: Dict[str, str], path: str, line: int) -> Row:
-    """A row of a native interactions.csv, typed; DataError on a bad value.
-
-    Used by `tfx_recsys.baselines.load_split`, which reads the native files
-    directly; the pipeline types rows with `tfx_recsys.data.ingest`.
-    """
-    def number(column, kind):
-        try:
-            return kind(row[column])
-        except ValueError:
-            raise native.DataError(
-                f"{native.location(path, line, column)}: expected "
-                f"{'an integer' if kind is int else 'a number'}, got "
-                f"{row[column]!r}. Fix or remove the row.") from None
-
-    for column in ("user_id", "item_id"):
-        if row[column] == "":
-            raise native.DataError(
-                f"{native.location(path, line, column)} is empty; every row "
-                "needs a value there.")
-    return {"user_id": row["user_id"], "item_id": row["item_id"],
-            "rating": number("rating", float),
-            "timestamp": number("timestamp", int)}

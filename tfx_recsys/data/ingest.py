@@ -7,23 +7,36 @@ A raw row (from `tables.read_table`) becomes a typed row, {name: value}:
 
 | name / kind                    | value                                       |
 |--------------------------------|---------------------------------------------|
-| user_id, item_id (keys)        | str, non-empty                              |
+| user_id, item_id (keys)        | str, non-empty, trimmed                     |
 | timestamp (interactions)       | int seconds, 0 <= t <= now + 1 day          |
 | rating                         | float, finite, required                     |
-| id, categorical, text          | str ('' when missing)                       |
+| id (a feature)                 | str, trimmed ('' when missing)              |
+| categorical, text              | str ('' when missing)                       |
 | multi_categorical              | list of str (split on `separator`; [] when missing) |
 | numeric                        | float, finite, or None when missing         |
 | timestamp (a feature)          | int, or None when missing                   |
 
+Missing means empty, whitespace only, or NaN (the text "NaN" in any case,
+or a float NaN from Parquet or TFRecord), at ingest as at serving; "inf" is
+rejected.
+
 A row that breaks a rule is not typed but rejected: `Reject(file, row,
 column, reason, raw)`, with `reason` one of a few short categories (the
-REASON_* constants, and the unknown-user/item reasons of `join`) so that the
-report can count them. A row is rejected for its first problem only, so the
-rejected share of a table counts rows, not problems. Feature tables (users,
-items) keep the first row of each key and reject later ones.
+REASON_* constants, the CSV ones of `tables`, and the unknown-user/item
+reasons of `join`) so that the report can count them. A row is rejected for
+its first problem only, so the rejected share of a table counts rows, not
+problems; a CSV region that is no row (a quote that swallowed the lines after
+it) is rejected line by line.
 
-Rows are never changed silently: every row read is either typed, rejected,
-or (interactions below `min_rating`) counted as filtered.
+Exact duplicates are removed and counted, not rejected: in users and items
+a row identical to the first row of its key (a row with the same key and
+other values is rejected as REASON_DUPLICATE_KEY); in interactions a row
+with the same user, item, timestamp and rating as an earlier one
+(`drop_duplicates`, unless `interactions.keep_duplicates`).
+
+Every row is accounted for: per table, rows read = accepted + rejected +
+duplicates removed + filtered (interactions below `min_rating`);
+`check_accounting` fails a run where that does not add up.
 """
 
 import collections
@@ -39,21 +52,29 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
 
 from tfx_recsys import dataset_config as dc
 from tfx_recsys.data import tables
-from tfx_recsys.data.native import DataError
+from tfx_recsys.errors import DataError
 
 REJECTED_ROWS_FILE = "rejected_rows.csv"
 REJECTED_COLUMNS = ("file", "row", "column", "reason", "raw")
 
-REASON_MALFORMED = "malformed row (wrong number of fields)"
+REASON_MALFORMED = tables.WRONG_FIELD_COUNT
 REASON_EMPTY_ID = "empty id"
 REASON_MISSING = "missing value"
 REASON_NOT_INTEGER = "not an integer"
 REASON_NOT_NUMBER = "not a number"
 REASON_NOT_FINITE = "not a finite number"
 REASON_TIMESTAMP_RANGE = "timestamp negative or in the future"
+REASON_TIMESTAMP_UNIT = ("timestamp in milliseconds or finer (seconds since "
+                         "the epoch expected)")
 REASON_MANY_VALUES = "more than one value"
-REASON_NOT_UTF8 = "not valid UTF-8"
+REASON_NOT_UTF8 = tables.NOT_UTF8
 REASON_DUPLICATE_KEY = "duplicate key"
+# Not a rejection: an exact repeat, removed and counted apart.
+REASON_DUPLICATE = "exact duplicate (removed)"
+
+# Timestamps from here on are taken for milliseconds (or finer) rather than
+# seconds: 1e11 seconds is the year 5138, 1e11 milliseconds is 1973.
+_FINER_THAN_SECONDS = 10 ** 11
 
 # How far in the future an interaction timestamp may be (clock skew).
 FUTURE_TOLERANCE_SECONDS = 86_400
@@ -115,7 +136,9 @@ def _scalar(raw: Any) -> Any:
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    """None, blank text or a float NaN."""
+    return (value is None or (isinstance(value, str) and not value.strip())
+            or (isinstance(value, float) and math.isnan(value)))
 
 
 def _text(value: Any) -> str:
@@ -134,16 +157,22 @@ def _text(value: Any) -> str:
 
 
 def parse_id(raw: Any) -> str:
-    """A key: non-empty text (whitespace only counts as empty)."""
+    """A key: non-empty text, trimmed (whitespace only counts as empty)."""
     value = _scalar(raw)
     if _is_missing(value):
         raise _Bad(REASON_EMPTY_ID)
-    return _text(value)
+    return _text(value).strip()
 
 
 def parse_text(raw: Any) -> str:
-    """An id, categorical or text feature: text, '' when missing."""
-    return _text(_scalar(raw))
+    """A categorical or text feature: text, '' when missing (a NaN too)."""
+    value = _scalar(raw)
+    return "" if isinstance(value, float) and math.isnan(value) else _text(value)
+
+
+def parse_id_feature(raw: Any) -> str:
+    """An id feature: text, trimmed like a key, '' when missing."""
+    return parse_text(raw).strip()
 
 
 def parse_bag(raw: Any, separator: str) -> List[str]:
@@ -160,7 +189,12 @@ def parse_bag(raw: Any, separator: str) -> List[str]:
 
 _INTEGER = re.compile(r"[+-]?\d+\Z")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
-_NON_FINITE = re.compile(r"[+-]?(nan|inf|infinity)\Z", re.IGNORECASE)
+_NAN = re.compile(r"[+-]?nan\Z", re.IGNORECASE)
+_INFINITE = re.compile(r"[+-]?(inf|infinity)\Z", re.IGNORECASE)
+
+
+def _is_nan_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(_NAN.match(value.strip()))
 
 
 def parse_integer(raw: Any) -> Optional[int]:
@@ -168,7 +202,7 @@ def parse_integer(raw: Any) -> Optional[int]:
     accepted; datetimes (Parquet timestamp columns) become epoch seconds,
     a naive one taken as UTC."""
     value = _scalar(raw)
-    if _is_missing(value):
+    if _is_missing(value) or _is_nan_text(value):
         return None
     if isinstance(value, bool):
         raise _Bad(REASON_NOT_INTEGER)
@@ -190,13 +224,13 @@ def parse_integer(raw: Any) -> Optional[int]:
 
 
 def parse_number(raw: Any) -> Optional[float]:
-    """A finite float, or None when missing."""
+    """A finite float, or None when missing (NaN included)."""
     value = _scalar(raw)
-    if _is_missing(value):
+    if _is_missing(value) or _is_nan_text(value):
         return None
     if isinstance(value, str):
         text = value.strip()
-        if _NON_FINITE.match(text):
+        if _INFINITE.match(text):
             raise _Bad(REASON_NOT_FINITE)
         if not _NUMBER.match(text):
             raise _Bad(REASON_NOT_NUMBER)
@@ -224,6 +258,8 @@ def _interaction_timestamp(now: float):
 
     def parse(raw):
         value = _required(parse_integer)(raw)
+        if value > latest and value >= _FINER_THAN_SECONDS:
+            raise _Bad(REASON_TIMESTAMP_UNIT)
         if not 0 <= value <= latest:
             raise _Bad(REASON_TIMESTAMP_RANGE)
         return value
@@ -237,6 +273,8 @@ def _feature_parser(feature: dc.Feature):
         return parse_number
     if feature.kind == "timestamp":
         return parse_integer
+    if feature.kind == "id":
+        return parse_id_feature
     return parse_text
 
 
@@ -277,7 +315,7 @@ class RowParser:
     def parse(self, number: int, raw: tables.RawRow) -> Union[Row, Reject]:
         """The typed row, or the Reject of its first problem."""
         if isinstance(raw, tables.Malformed):
-            return self.reject(number, "", REASON_MALFORMED, raw.raw)
+            return self.reject(number, "", raw.reason, raw.raw)
         row = {}
         for name, parse in self._parsers.items():
             try:
@@ -292,29 +330,75 @@ class RowParser:
 
 
 def parse_table(config: dc.DatasetConfig, table: str, data_dir: str,
-                now: Optional[float] = None
+                now: Optional[float] = None,
+                stats: Optional[tables.ReadStats] = None
                 ) -> Iterator[Tuple[int, Union[Row, Reject]]]:
     """Yields (row number, typed row or Reject) for every row of one table,
-    in file order. In users and items, a key seen before is a Reject
-    (REASON_DUPLICATE_KEY): the first row of a key wins.
+    in file order. In users and items the first row of a key wins: a later
+    row with the same key is a Reject with REASON_DUPLICATE (an exact copy:
+    removed, not rejected) or REASON_DUPLICATE_KEY (other values).
 
+    stats: see tables.ReadStats.
     Raises DataError for structural problems (tables.read_table).
     """
     source = tables.sources(config, data_dir)[table]
     parser = RowParser(config, table, now)
     key = None if table == "interactions" else (
         dc.USER_ID if table == "users" else dc.ITEM_ID)
-    first_row: Dict[str, int] = {}
-    for number, raw in tables.read_table(source):
+    # key -> (row number, hash of the typed row): what a later row is
+    # compared with, without holding the rows here.
+    first_row: Dict[str, Tuple[int, int]] = {}
+    for number, raw in tables.read_table(source, stats):
         row = parser.parse(number, raw)
         if key is not None and not isinstance(row, Reject):
-            if row[key] in first_row:
-                row = parser.reject(
-                    number, source.columns[key], REASON_DUPLICATE_KEY,
-                    f"{raw_text(row[key])} (first on row {first_row[row[key]]})")
+            fingerprint = hash(repr(sorted(row.items())))
+            if row[key] not in first_row:
+                first_row[row[key]] = (number, fingerprint)
             else:
-                first_row[row[key]] = number
+                first, first_fingerprint = first_row[row[key]]
+                if fingerprint == first_fingerprint:
+                    row = parser.reject(number, "", REASON_DUPLICATE,
+                                        f"same as row {first}")
+                else:
+                    row = parser.reject(
+                        number, source.columns[key], REASON_DUPLICATE_KEY,
+                        f"{raw_text(row[key])} (first on row {first})")
         yield number, row
+
+
+def is_duplicate(reject: Reject) -> bool:
+    """An exact repeat, removed and counted apart from the rejected rows."""
+    return reject.reason == REASON_DUPLICATE
+
+
+def drop_duplicates(numbered: Iterable[Tuple[int, Row]], config: dc.DatasetConfig
+                    ) -> Tuple[List[Tuple[int, Row]], List[Reject]]:
+    """Interactions without exact repeats: ((row number, row) kept in row
+    order, a REASON_DUPLICATE Reject per repeat). A repeat has the same user,
+    item, timestamp and rating as an earlier row; the first row is kept.
+    With `interactions.keep_duplicates` every row is kept.
+
+    ExampleGen calls this per user, after the grouping, so that no table of
+    every interaction is held for it.
+    """
+    ordered = sorted(numbered, key=lambda pair: pair[0])
+    if config.interactions.keep_duplicates:
+        return ordered, []
+    kept, duplicates, first = [], [], {}
+    for number, row in ordered:
+        key = duplicate_key(row)
+        if key in first:
+            duplicates.append(Reject("interactions", config.interactions.path, number,
+                                     "", REASON_DUPLICATE, f"same as row {first[key]}"))
+        else:
+            first[key] = number
+            kept.append((number, row))
+    return kept, duplicates
+
+
+def duplicate_key(row: Row) -> Tuple:
+    """What makes two interactions exact repeats of each other."""
+    return (row[dc.USER_ID], row[dc.ITEM_ID], row[dc.TIMESTAMP], row.get(dc.RATING))
 
 
 def below_min_rating(row: Row, config: dc.DatasetConfig) -> bool:
@@ -368,7 +452,8 @@ def sort_rejects(rejects: Iterable[Reject]) -> List[Reject]:
 
 
 def rejected_rows_csv(rejects: Iterable[Reject]) -> str:
-    """The rejected-rows file: header REJECTED_COLUMNS, one line per row."""
+    """The rejected-rows file: header REJECTED_COLUMNS, one line per row
+    set aside (the removed duplicates too, with their reason)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REJECTED_COLUMNS)
@@ -379,46 +464,105 @@ def rejected_rows_csv(rejects: Iterable[Reject]) -> str:
 
 def build_report(config: dc.DatasetConfig, rejects: Iterable[Reject],
                  counts: Mapping[str, Tuple[int, int]],
-                 examples: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
+                 examples: Optional[Mapping[str, int]] = None,
+                 accepted: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
     """What ingestion did, as JSON-ready data.
 
+    rejects: the rejected rows and the removed duplicates (REASON_DUPLICATE).
     counts: {table: (rows read, rows filtered below min_rating)}.
     examples: {split: examples written}.
+    accepted: {table: rows accepted}, counted from what was written (the
+      interactions in train and eval, the users and items examples);
+      None where not known.
 
     Returns {"rejected_rows": total, "rejected_summary": {"<file>: <reason>":
-    count}, "filtered_below_min_rating": n, "examples": {...}, "tables":
-    {table: {"file", "rows", "rejected", "first_rejected": [[row, column,
-    reason, raw], ...]}}}.
+    count}, "duplicates_removed": n, "filtered_below_min_rating": n,
+    "examples": {...}, "tables": {table: {"file", "rows", "accepted",
+    "rejected", "duplicates", "filtered", "first_rejected": [[row, column,
+    reason, raw], ...]}}}. Duplicates are not in the rejected counts.
     """
     ordered = sort_rejects(rejects)
-    summary = collections.Counter(f"{r.file}: {r.reason}" for r in ordered)
+    rejected = [r for r in ordered if not is_duplicate(r)]
+    summary = collections.Counter(f"{r.file}: {r.reason}" for r in rejected)
+    duplicates = collections.Counter(r.table for r in ordered if is_duplicate(r))
     report_tables = {}
     for table in tables.TABLES:
-        rows, _ = counts.get(table, (0, 0))
-        mine = [r for r in ordered if r.table == table]
+        rows, filtered = counts.get(table, (0, 0))
+        mine = [r for r in rejected if r.table == table]
         report_tables[table] = {
             "file": tables.table_spec(config, table).path, "rows": rows,
-            "rejected": len(mine),
+            "accepted": None if accepted is None else accepted.get(table, 0),
+            "rejected": len(mine), "duplicates": duplicates[table],
+            "filtered": filtered,
             "first_rejected": [[r.row, r.column, r.reason, r.raw]
                                for r in mine[:FIRST_REJECTED_SHOWN]]}
-    return {"rejected_rows": len(ordered),
+    return {"rejected_rows": len(rejected),
             "rejected_summary": dict(summary),
+            "duplicates_removed": sum(duplicates.values()),
             "filtered_below_min_rating": sum(f for _, f in counts.values()),
             "examples": dict(examples or {}),
             "tables": report_tables}
 
 
+def accounting(report: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """{table: {"file", "rows", "accepted", "rejected", "duplicates",
+    "filtered"}}: the row accounting of a report, for the run summary."""
+    keys = ("file", "rows", "accepted", "rejected", "duplicates", "filtered")
+    return {table: {k: entry.get(k, 0) for k in keys}
+            for table, entry in report["tables"].items()}
+
+
+class AccountingError(RuntimeError):
+    """Rows read and rows accounted for differ: a bug, not a data problem."""
+
+
+def check_accounting(report: Mapping[str, Any]) -> None:
+    """Fails (AccountingError) unless, for each table whose accepted count
+    is known, rows read = accepted + rejected + duplicates + filtered."""
+    problems = []
+    for table, entry in report["tables"].items():
+        if entry.get("accepted") is None:
+            continue
+        total = (entry["accepted"] + entry["rejected"] + entry["duplicates"]
+                 + entry["filtered"])
+        if total != entry["rows"]:
+            problems.append(
+                f"{entry['file']}: {entry['rows']} rows read, but {entry['accepted']} "
+                f"accepted + {entry['rejected']} rejected + {entry['duplicates']} "
+                f"duplicates + {entry['filtered']} below min_rating = {total}")
+    if problems:
+        raise AccountingError(
+            "ingestion lost track of rows (a bug in tfx-recsys; nothing was "
+            "published): " + "; ".join(problems))
+
+
+# What to do about a reason, when it is among a failing table's rejects.
+_HINTS = {
+    REASON_TIMESTAMP_UNIT: "The timestamps look like milliseconds: the column "
+                           "must hold seconds since the epoch (divide by 1000).",
+    tables.UNBALANCED_QUOTE: "A '\"' without its closing quote makes the lines "
+                             "after it part of one value: fix the quote on the "
+                             "first line listed.",
+    REASON_NOT_UTF8: "The file may be in another encoding: re-save it as UTF-8, "
+                     "or set `csv: {encoding: ...}` (e.g. cp1252) in the dataset "
+                     "config.",
+}
+
+
 def check_report(report: Mapping[str, Any], config: dc.DatasetConfig,
-                 data_dir: str, rejected_rows_path: str) -> None:
+                 data_dir: str, rejected_rows_path: Optional[str]) -> None:
     """Fails (DataError) when a table's rejected share exceeds
     `max_rejected_fraction`, or when no training example is left.
 
     The message names each offending file, the count, the first rejected
-    rows and where the full list is.
+    rows, a hint for the reasons that have one and where the full list is
+    (rejected_rows_path; None when no list was written). A malformed region
+    counts every line it spans, so a quote that swallowed many rows fails
+    here. Removed duplicates do not count as rejected.
     """
     sources = tables.sources(config, data_dir)
     limit = config.max_rejected_fraction
-    problems = []
+    problems, hints = [], []
     # Feature tables first: their rejects cascade into unknown users/items.
     for table in ("users", "items", "interactions"):
         entry = report["tables"][table]
@@ -432,12 +576,16 @@ def check_report(report: Mapping[str, Any], config: dc.DatasetConfig,
                 f"{sources[table].path}: {rejected} of {rows} rows rejected "
                 f"({rejected / rows:.1%}), more than max_rejected_fraction "
                 f"{limit:g} allows. First rejected: {first}")
+            hints += [hint for reason, hint in _HINTS.items()
+                      if any(r[2] == reason for r in entry["first_rejected"])
+                      and hint not in hints]
     if problems:
+        listed = (f" All rejected rows are listed in {rejected_rows_path}."
+                  if rejected_rows_path else "")
         raise DataError(
-            " | ".join(problems) + f". All rejected rows are listed in "
-            f"{rejected_rows_path}. Fix those rows, or raise "
-            "max_rejected_fraction in the dataset config if losing them is "
-            "acceptable.")
+            " | ".join(problems) + "." + "".join(f" {h}" for h in hints)
+            + listed + " Fix those rows, or raise max_rejected_fraction in the "
+            "dataset config if losing them is acceptable.")
     if not report["examples"].get("train"):
         entry = report["tables"]["interactions"]
         raise DataError(

@@ -43,6 +43,7 @@ import zipfile
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tfx_recsys.data import native
+from tfx_recsys.errors import DataError, UserError, location
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 RECBOLE_WHEEL_SHA256 = (
@@ -73,7 +74,7 @@ _TITLE_WITH_YEAR = re.compile(r"^(?P<title>.*\S)\s*\((?P<year>\d{4})\)$")
 _STDERR_TAIL_LINES = 20
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """Downloading the dataset failed (no network, no pip, PyPI down...)."""
 
 
@@ -201,8 +202,8 @@ def verify_sha256(path: str, expected: str) -> None:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     if digest.hexdigest() != expected:
-        raise native.DataError(
-            f"{native.location(path)}: sha256 is {digest.hexdigest()}, "
+        raise DataError(
+            f"{location(path)}: sha256 is {digest.hexdigest()}, "
             f"expected {expected}. The downloaded {RECBOLE_REQUIREMENT} wheel "
             "is not the pinned one; check your package index or proxy, then "
             "fetch again.")
@@ -224,8 +225,8 @@ def extract_ml100k(wheel: str, dest_dir: str) -> str:
                         os.path.join(dest_dir, name), "wb") as dst:
                     shutil.copyfileobj(src, dst)
     except (KeyError, zipfile.BadZipFile) as e:
-        raise native.DataError(
-            f"{native.location(wheel)}: not the expected recbole wheel ({e}). "
+        raise DataError(
+            f"{location(wheel)}: not the expected recbole wheel ({e}). "
             "Delete it and fetch again.") from None
     return dest_dir
 
@@ -249,8 +250,8 @@ def convert_recbole_ml100k(atomic_dir: str, out_dir: str) -> Dict[str, str]:
     paths = {name: os.path.join(atomic_dir, name) for name in ATOMIC_FILES}
     missing = [name for name, path in paths.items() if not os.path.isfile(path)]
     if missing:
-        raise native.DataError(
-            f"{native.location(atomic_dir)}: missing {', '.join(missing)}. "
+        raise DataError(
+            f"{location(atomic_dir)}: missing {', '.join(missing)}. "
             "Pass the directory holding recbole's ML-100K atomic files.")
     users = [_convert_user(row)
              for _, row in _read_atomic(paths[USER_FILE], _USER_SOURCE)]
@@ -284,8 +285,8 @@ def _read_atomic(path: str, source: Dict[str, str]
             if fields == [""]:
                 continue
             if len(fields) != len(header):
-                raise native.DataError(
-                    f"{native.location(path, line_number)}: expected "
+                raise DataError(
+                    f"{location(path, line_number)}: expected "
                     f"{len(header)} tab-separated fields, found "
                     f"{len(fields)}. The atomic file is damaged; fetch the "
                     "dataset again.")
@@ -306,8 +307,8 @@ def _column_positions(path: str, header: Sequence[str],
                       source: Dict[str, str]) -> Dict[str, int]:
     missing = [name for name in source.values() if name not in header]
     if missing:
-        raise native.DataError(
-            f"{native.location(path, 1)}: missing column(s) "
+        raise DataError(
+            f"{location(path, 1)}: missing column(s) "
             f"{', '.join(missing)} (header: {', '.join(header)}). This is not "
             "recbole's ML-100K layout.")
     return {column: header.index(name) for column, name in source.items()}
@@ -345,8 +346,8 @@ def _title_and_year(title: str, release_year: str) -> Tuple[str, str]:
 def _genres(raw: str, path: str, line: int) -> str:
     genres = [g for g in raw.split() if g != _UNKNOWN_GENRE]
     if any(native.GENRE_SEPARATOR in g for g in genres):
-        raise native.DataError(
-            f"{native.location(path, line, 'class')}: genre name contains "
+        raise DataError(
+            f"{location(path, line, 'class')}: genre name contains "
             f"{native.GENRE_SEPARATOR!r} ({raw!r}), which the native format "
             "uses as the genre separator.")
     return native.GENRE_SEPARATOR.join(genres)
@@ -356,8 +357,8 @@ def _require_number(raw: str, path: str, line: int, column: str) -> None:
     try:
         float(raw)
     except ValueError:
-        raise native.DataError(
-            f"{native.location(path, line, column)}: expected a number, got "
+        raise DataError(
+            f"{location(path, line, column)}: expected a number, got "
             f"{raw!r}.") from None
 
 
@@ -368,8 +369,8 @@ def _integer_timestamp(raw: str, path: str, line: int) -> str:
     except ValueError:
         value = float("nan")
     if not value.is_integer():
-        raise native.DataError(
-            f"{native.location(path, line, 'timestamp')}: expected integer "
+        raise DataError(
+            f"{location(path, line, 'timestamp')}: expected integer "
             f"seconds since the epoch, got {raw!r}.")
     return raw if raw.isdigit() else str(int(value))
 
@@ -378,8 +379,8 @@ def _check_unique_ids(path: str, ids: List[str], column: str) -> None:
     seen = set()
     for id_ in ids:
         if id_ in seen:
-            raise native.DataError(
-                f"{native.location(path, column=column)}: {id_!r} appears "
+            raise DataError(
+                f"{location(path, column=column)}: {id_!r} appears "
                 "twice; ids must be unique.")
         seen.add(id_)
 
@@ -390,10 +391,10 @@ def _check_references(path: str, interactions: List[tuple],
     joins on them and would otherwise fail much later, far from the cause."""
     for user_id, item_id, *_ in interactions:
         if user_id not in user_ids:
-            raise native.DataError(
-                f"{native.location(path, column='user_id')}: user {user_id!r} "
+            raise DataError(
+                f"{location(path, column='user_id')}: user {user_id!r} "
                 f"is not in {USER_FILE}.")
         if item_id not in item_ids:
-            raise native.DataError(
-                f"{native.location(path, column='item_id')}: item {item_id!r} "
+            raise DataError(
+                f"{location(path, column='item_id')}: item {item_id!r} "
                 f"is not in {ITEM_FILE}.")
