@@ -432,13 +432,16 @@ class _RunLock:
     def __enter__(self):
         import fcntl
 
+        from tfx_recsys.errors import RunInProgressError
+
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = self.read()
             os.close(self._fd)
-            raise RuntimeError(
+            # The user's to resolve (wait, or use another --root): one line.
+            raise RunInProgressError(
                 f"another pipeline run is using {os.path.dirname(self.path)} "
                 f"(run {holder.get('run_id', '?')}, process {holder.get('pid', '?')} "
                 f"on {holder.get('host', '?')}): wait for it to end") from None
