@@ -279,6 +279,15 @@ def test_deploy_writes_an_inference_service_that_round_trips_through_the_sdk(tmp
         ("/mnt/models", 8080, "0.0.0.0", 128)
 
 
+def test_the_example_in_kubeflow_is_what_deploy_writes(tmp_path):
+    """kubeflow/inferenceservice.yaml is `recsys deploy --target kserve`'s
+    output with the default (placeholder) settings."""
+    example = os.path.join(os.path.dirname(__file__), "..", "kubeflow",
+                           "inferenceservice.yaml")
+    with open(example) as f:
+        assert f.read() == deploy.to_yaml(deploy.inference_service(deploy.DeploySettings()))
+
+
 def test_deploy_writes_json_too(tmp_path):
     path = str(tmp_path / "isvc.json")
     deploy.write(deploy.inference_service(deploy.DeploySettings()), path)

@@ -15,6 +15,7 @@ Content-Type: application/json, as `curl -d` does), or a V2 `InferRequest`.
 """
 
 import dataclasses
+import threading
 import time
 from typing import Any, Dict, Optional, Union
 
@@ -66,15 +67,22 @@ class RecommenderModel(kserve.Model):
         self.versions = versions or VersionManager(model_dir)
         self.batcher = MicroBatcher(batching, model_name=name)
         self._started = False
+        self._load_lock = threading.Lock()
 
     # -- lifecycle (KServe calls load() when a request finds the model not ready)
 
     def load(self) -> bool:
         """Loads the newest version there is and starts watching for new ones.
-        Only the first call does work; later ones report readiness."""
-        if not self._started:
-            self._started = True
-            self.versions.start()
+        Only the first call does work; later ones, also while it runs (KServe
+        calls load() on its event loop when a request finds the model not
+        ready), report readiness at once."""
+        if self._load_lock.acquire(blocking=False):
+            try:
+                if not self._started:
+                    self._started = True
+                    self.versions.start()
+            finally:
+                self._load_lock.release()
         self.ready = self.versions.current is not None
         return self.ready
 

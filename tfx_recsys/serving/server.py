@@ -48,7 +48,7 @@ from starlette.responses import JSONResponse, Response
 from tfx_recsys.serving.batching import BatchingSettings
 from tfx_recsys.serving.model import V1, V2, PredictRequest, RecommenderModel
 from tfx_recsys.serving.protocol import RequestError, v1_metadata, v2_metadata
-from tfx_recsys.serving.versions import VersionManager, configure_tensorflow
+from tfx_recsys.serving.versions import VersionManager, configure_tensorflow, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class ModelRoutes:
         except Exception as e:  # a model or server bug: log it, answer briefly
             logger.exception("%s %s failed", request.method, request.url.path)
             response = _error(500, f"internal error: {type(e).__name__}: "
-                                   f"{_short(str(e).strip().splitlines()[0] if str(e).strip() else '', 200)}")
+                                   f"{first_line(str(e), 200)}")
         self._count(route, response.status_code)
         return response
 
@@ -384,6 +384,10 @@ class _RESTServer(RESTServer):
             access.propagate = False
         self.config.loop = "uvloop"
         self.config.http = "httptools"
+        # No startup or shutdown handlers to run; and a second Ctrl-C (a
+        # wrapper forwarding the signal too) would leave the lifespan task
+        # pending and log its cancellation as an error.
+        self.config.lifespan = "off"
         self._server = _Uvicorn(self.config)
 
     def create_application(self):  # our app is built and set before serving
@@ -444,19 +448,25 @@ class Server:
 def run_server(model_dir: str, model_name: str, settings: ServerSettings = ServerSettings(),
                batching: BatchingSettings = BatchingSettings(), max_rows: int = 1024,
                poll_seconds: float = 2.0, tf_threads: int = 1) -> None:
-    """Serves `model_dir` until Ctrl-C (SIGINT) or SIGTERM, after printing one
-    line with the URL and version. Raises OSError if it cannot bind."""
+    """Serves `model_dir` until Ctrl-C (SIGINT) or SIGTERM. Raises OSError if
+    it cannot bind.
+
+    The server answers at once (liveness), while the newest version loads
+    beside it (readiness and predictions: 503 until then, as TF Serving
+    does), so that a large model loading is not taken for a dead server;
+    one line with the URL and version is printed once it is loaded.
+    """
     # A process started in the background by a non-interactive shell (nohup
     # ... &, some CI runners) inherits SIGINT ignored, and Python then keeps
-    # it ignored: Ctrl-C would never stop the server. Stop on both signals,
-    # also while the first version loads.
+    # it ignored: Ctrl-C would never stop the server. Stop on both signals.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     versions = VersionManager(model_dir, poll_seconds=poll_seconds, freeze_heap=True)
     model = RecommenderModel(model_name, model_dir, batching, max_rows, versions=versions)
     server = Server(model, settings)  # binds first: a taken port fails at once
-    try:
+
+    def load() -> None:
         configure_tensorflow(tf_threads)
         model.load()
         loaded = versions.current
@@ -464,6 +474,9 @@ def run_server(model_dir: str, model_name: str, settings: ServerSettings = Serve
                 else f"no version yet (watching {model_dir})")
         print(f"serving {model_name!r} {what} at {server.url}/v1/models/{model_name} "
               f"(V2: {server.url}/v2/models/{model_name}; Ctrl-C to stop)", flush=True)
+
+    threading.Thread(target=load, daemon=True, name="first-load").start()
+    try:
         server.serve()
     except KeyboardInterrupt:
         pass
