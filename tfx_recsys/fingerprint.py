@@ -37,12 +37,13 @@ COMPONENT_SOURCES = {
                            "tfx_recsys.embedding", "tfx_recsys.examples_io",
                            "tfx_recsys.two_stage", "tfx_recsys.reranking",
                            "tfx_recsys.dataset_config", "tfx_recsys.config",
-                           "tfx_recsys.memory", "tfx_recsys.models.export"),
+                           "tfx_recsys.memory", "tfx_recsys.models.export",
+                           "tfx_recsys.served_evaluation"),
     "ScannPusher": ("tfx_recsys.components.scann_pusher", "tfx_recsys.embedding",
                     "tfx_recsys.examples_io", "tfx_recsys.two_stage",
                     "tfx_recsys.reranking", "tfx_recsys.dataset_config",
                     "tfx_recsys.config", "tfx_recsys.memory", "tfx_recsys.metrics",
-                    "tfx_recsys.models.export"),
+                    "tfx_recsys.models.export", "tfx_recsys.served_evaluation"),
 }
 
 
