@@ -9,7 +9,13 @@ model, the most-popular baseline and, if there is one, the last blessed model,
 all on the same users.
 
 Blessing (config.BlessingConfig): absolute threshold, beat the baselines, and
-no regression against the last blessed model; the reasons are recorded. The
+no regression against the last blessed model; the reasons are recorded.
+That model comes either from a resolver (`baseline_model`: TFX's
+latest-blessed-model resolver, locally and on Vertex) or, where no resolver
+runs (the open-source Kubeflow Pipelines backend), from the serving dir
+(`serving_dir`): the newest published version's evaluation record
+(tfx_recsys/served_evaluation.py), whose evaluated model is scored beside the
+new one, or, if it no longer loads, whose recorded metrics are compared. The
 gate travels as one JSON property, `blessing_config`; on Kubeflow a
 `data_types.RuntimeParameter` may stand for its metric, min_value or
 max_regression, and each such field becomes a primitive property of its own
@@ -19,12 +25,13 @@ executor at run time instead of here.
 Outputs: `evaluation` (ModelEvaluation) holds `metrics.json` (documented in
 the README) and `metrics-*.tfrecord` (TFMA MetricsForSlice, readable with
 `tfma.load_metrics`); `blessing` (ModelBlessing) carries the `blessed` custom
-property that the Pusher and TFX's latest-blessed-model resolver read.
+property that the Pusher and TFX's latest-blessed-model resolver read, and
+`evaluation_record.json`, which the pusher copies into the version it publishes.
 """
 
 import dataclasses
 import json
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -47,6 +54,7 @@ DIVERSITY_FEATURE_KEY = "diversity_feature"
 RANKING_MODEL_KEY = "ranking_model"
 RERANK_KEY = "rerank"
 MAX_EVAL_USERS_KEY = "max_eval_users"
+SERVING_DIR_KEY = executor.SERVING_DIR_KEY
 BLESSING_METRIC_KEY = evaluation.GATE_PROPERTIES["metric"]
 BLESSING_MIN_VALUE_KEY = evaluation.GATE_PROPERTIES["min_value"]
 MAX_REGRESSION_KEY = evaluation.GATE_PROPERTIES["max_regression"]
@@ -65,6 +73,9 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
         DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str),
         RERANK_KEY: ExecutionParameter(type=str, optional=True),  # JSON RerankConfig
         MAX_EVAL_USERS_KEY: ExecutionParameter(type=int, optional=True),
+        # Where the pusher publishes: the no-regression reference is the
+        # model served there (set instead of a baseline_model resolver).
+        SERVING_DIR_KEY: ExecutionParameter(type=str, optional=True),
         # Hash of the executor's code (fingerprint.py): part of the cache key.
         fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
@@ -91,6 +102,9 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
       examples: raw examples with `train` and `eval` splits.
       items: the item corpus (InteractionsExampleGen's `items`).
       baseline_model: the last blessed model (from a resolver), optional.
+      serving_dir: where the pusher publishes (a path or a RuntimeParameter),
+        optional, instead of `baseline_model`: the no-regression reference
+        is then the model served there (for backends without resolvers).
       top_ks: cut-offs of every metric.
       blessing: the gate's checks. Its metric, min_value and max_regression
         may each be a `data_types.RuntimeParameter` (str, float, float): that
@@ -119,7 +133,11 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
                  diversity_feature: str = "",
                  ranking_model: Optional[types.BaseChannel] = None,
                  rerank: config.RerankConfig = config.RerankConfig(),
-                 max_eval_users: int = config.MAX_EVAL_USERS):
+                 max_eval_users: int = config.MAX_EVAL_USERS,
+                 serving_dir: Optional[Union[str, data_types.RuntimeParameter]] = None):
+        if baseline_model is not None and serving_dir is not None:
+            raise ValueError("give the no-regression reference as baseline_model (a "
+                             "resolver) or serving_dir (the served model), not both")
         if max_eval_users < 0:
             raise ValueError(f"max_eval_users must be >= 0 (0 = all), got {max_eval_users}")
         fixed = {f.name: getattr(blessing, f.name) for f in dataclasses.fields(blessing)}
@@ -146,6 +164,7 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
             ranking_model=ranking_model,
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
             max_eval_users=max_eval_users,
+            serving_dir=serving_dir,
             code_fingerprint=fingerprint.component_fingerprint("RetrievalEvaluator"),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))

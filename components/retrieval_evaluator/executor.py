@@ -9,6 +9,16 @@ the scoring step fits the baselines from two integer arrays, and the served
 model's exclusions are gathered for the drawn users only. Per-slice
 accumulators are merged with a CombineFn; only the small final metrics come
 back to this process.
+
+The no-regression reference is the resolver's `baseline_model`, or, given a
+`serving_dir`, the model served there (served_evaluation.newest_served): its
+evaluated model is scored beside the new one; if that no longer loads, its
+recorded metrics stand in. The Executor subclasses TFX's Evaluator executor
+only so that TFX's Kubeflow v2 entry point treats its blessing as it treats
+the Evaluator's: there an artifact's `id` is a hash of its resource name,
+and the entry point rewrites the blessing's `current_model_id` to that name
+(what Vertex's latest-blessed-model resolver matches) only for subclasses
+of that executor. Nothing else of it is used.
 """
 
 import array
@@ -23,12 +33,12 @@ import apache_beam as beam
 import numpy as np
 from absl import logging
 from tfx import types
-from tfx.dsl.components.base import base_beam_executor
+from tfx.components.evaluator import executor as tfx_evaluator_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from tfx_recsys import config, embedding, examples_io, memory, two_stage
+from tfx_recsys import config, embedding, examples_io, memory, served_evaluation, two_stage
 from tfx_recsys.components.retrieval_evaluator import evaluation
 
 METRICS_FILE = "metrics.json"
@@ -40,6 +50,7 @@ LAST_BLESSED = "last_blessed"
 RANKER = "ranker"        # the ranking model alone, over the whole corpus
 ITEM_CHUNK = 50_000  # item rows parsed and embedded at a time
 TWO_STAGE = "two_stage"  # what is served: retrieval -> ranker -> re-ranking
+SERVING_DIR_KEY = "serving_dir"  # the property that selects _served_reference
 
 
 class _ReadRows(beam.PTransform):
@@ -309,7 +320,8 @@ def _write_partial_results(results, path: str) -> None:
 
 def _loadable(model_dir: Optional[str]) -> Optional[str]:
     """`model_dir` if this evaluator can embed with its SavedModel, else None
-    (e.g. a model exported before the dataset config travelled with it)."""
+    (e.g. a model exported before the dataset config travelled with it, or
+    one whose pipeline root was cleaned up)."""
     if model_dir is None:
         return None
     try:
@@ -321,6 +333,54 @@ def _loadable(model_dir: Optional[str]) -> Optional[str]:
         logging.warning("Last blessed model at %s lacks %s", model_dir, missing)
         return None
     return model_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    """The no-regression reference: a model to score beside the new one
+    (`model_dir`), or only the metrics it was blessed with (`recorded`);
+    `facts` go into the report's last_blessed entry."""
+
+    model_dir: Optional[str] = None
+    recorded: Optional[Dict[str, float]] = None
+    facts: Optional[Dict[str, Any]] = None
+
+
+def _resolved_reference(baselines: List[types.Artifact], model: types.Artifact) -> _Reference:
+    """The resolver's last blessed model, unless it is this very model."""
+    last_blessed = baselines[0] if baselines else None
+    if last_blessed is None or last_blessed.id == model.id:
+        return _Reference()  # none yet, or the resolver found this very model
+    return _Reference(
+        model_dir=_loadable(path_utils.serving_model_path(last_blessed.uri)),
+        facts={"uri": last_blessed.uri, "artifact_id": last_blessed.id})
+
+
+def _served_reference(serving_dir: str, model_dir: str, metric: str) -> _Reference:
+    """The model served from `serving_dir` now, by the record its pusher
+    left (served_evaluation): its evaluated model scored again if it loads,
+    else its recorded metrics; none if nothing with a record is served, or
+    it was evaluated as this very model."""
+    served = served_evaluation.newest_served(serving_dir)
+    if served is None:
+        logging.info("No served version with an evaluation record in %s: no "
+                     "regression check", serving_dir)
+        return _Reference()
+    record = served.record
+    if record.model_path.rstrip("/") == model_dir.rstrip("/"):
+        return _Reference()  # e.g. a re-run after this model was pushed
+    facts = {"uri": record.model_path, "served_version": served.version,
+             "served_version_dir": served.version_dir}
+    model = _loadable(record.model_path)
+    if model is not None:
+        return _Reference(model_dir=model, facts=dict(facts, source="scored"))
+    if metric not in record.overall:
+        logging.warning("Served version %s was recorded without %s and its model "
+                        "does not load: no regression check", served.version_dir, metric)
+        return _Reference()
+    logging.warning("Served version %s: its model does not load; comparing with the "
+                    "metrics it was blessed with (other eval users)", served.version_dir)
+    return _Reference(recorded=record.overall, facts=dict(facts, source="recorded"))
 
 
 def _nest(results: Dict[str, Dict[str, Dict[str, float]]], name: str) -> Dict:
@@ -358,7 +418,7 @@ def _write_tfma_metrics(path: str, results) -> None:
             writer.write(record.SerializeToString())
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(tfx_evaluator_executor.Executor):
 
     def _score(self, pipeline, examples_uri: str, items_uri: str,
                model_dirs: Dict[str, str], ks: List[int], ranking: Optional[Dict],
@@ -446,13 +506,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                          exec_properties, top_ks=ks)
 
         model_dirs = {MODEL: path_utils.serving_model_path(model.uri)}
-        last_blessed = baselines[0] if baselines else None
-        if last_blessed is not None and last_blessed.id == model.id:
-            last_blessed = None  # the resolver found this very model
-        last_blessed_dir = _loadable(
-            path_utils.serving_model_path(last_blessed.uri) if last_blessed else None)
-        if last_blessed_dir:
-            model_dirs[LAST_BLESSED] = last_blessed_dir
+        serving_dir = exec_properties.get(SERVING_DIR_KEY)
+        reference = (_served_reference(serving_dir, model_dirs[MODEL], gate.metric)
+                     if serving_dir else _resolved_reference(baselines, model))
+        if reference.model_dir:
+            model_dirs[LAST_BLESSED] = reference.model_dir
+        # Under some launchers output directories do not exist yet.
+        for artifact in (result, blessing):
+            fileio.makedirs(artifact.uri)
 
         ranking = None
         if rankers:
@@ -493,9 +554,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         if TWO_STAGE in by_model else None),
             "baselines": {name: _nest(by_model, name) for name in evaluation.BASELINES
                           if name in by_model},
-            "last_blessed": (dict(_nest(by_model, LAST_BLESSED), uri=last_blessed.uri,
-                                  artifact_id=last_blessed.id)
-                             if LAST_BLESSED in by_model else None),
+            "last_blessed": _last_blessed_report(by_model, reference),
         }
         overall = report["model"]["overall"]
         blessed, checks = evaluation.decide_blessing(
@@ -524,6 +583,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 if name.startswith("sampled_"):
                     result.set_float_custom_property(f"ranker_{name}", float(value))
         _write_blessing(blessing, model, blessed, reason)
+        served_evaluation.write_blessing_record(blessing.uri, served_evaluation.EvaluationRecord(
+            model_path=model_dirs[MODEL],
+            overall={k: float(v) for k, v in overall.items()},
+            metric=gate.metric, blessed=blessed))
+
+
+def _last_blessed_report(by_model, reference: _Reference) -> Optional[Dict]:
+    """The report's last_blessed entry: its metrics ("overall", "slices") and
+    where they come from; None without a reference."""
+    if LAST_BLESSED in by_model:
+        return dict(_nest(by_model, LAST_BLESSED), **reference.facts)
+    if reference.recorded is not None:
+        return dict({"overall": reference.recorded, "slices": {}}, **reference.facts)
+    return None
 
 
 def _select_users(eval_users, max_eval_users: int):
@@ -546,4 +619,7 @@ def _write_blessing(blessing: types.Artifact, model: types.Artifact,
     blessing.set_int_custom_property("blessed", int(blessed))
     blessing.set_string_custom_property("reason", reason)
     blessing.set_string_custom_property("current_model", model.uri)
+    # Locally the Model's ML Metadata id. On Kubeflow v2 `id` is a hash of
+    # the artifact's resource name, which TFX's entry point replaces with the
+    # name itself (this executor subclasses TFX's Evaluator's for that).
     blessing.set_int_custom_property("current_model_id", model.id)
