@@ -20,7 +20,9 @@ from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
-from tfx_recsys import config, embedding, examples_io, memory, two_stage
+from tfx.dsl.io import fileio
+
+from tfx_recsys import config, embedding, examples_io, memory, served_evaluation, two_stage
 from tfx_recsys.components.scann_pusher import index as scann_index
 from tfx_recsys.components.scann_pusher import publishing, refit_check, tuning
 
@@ -89,6 +91,7 @@ class Executor(pusher_executor.Executor):
         self._log_startup(input_dict, output_dict, exec_properties)
         pushed = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        fileio.makedirs(pushed.uri)  # not made by every launcher
         gate = config.IndexGateConfig(**json.loads(exec_properties["index_gate"]))
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(pushed)
@@ -173,7 +176,7 @@ class Executor(pusher_executor.Executor):
         searcher = tuning.build_searcher(item_embeddings, fetch, candidates[-1])
         tuned = tuning.tune(searcher, item_embeddings, tune_queries, candidates,
                             gate.recall_k, gate.target_recall, serving_k=fetch)
-        with open(os.path.join(pushed.uri, TUNING_FILE), "w") as f:
+        with fileio.open(os.path.join(pushed.uri, TUNING_FILE), "w") as f:
             json.dump({"trials": [dataclasses.asdict(t) for t in tuned.trials],
                        "chosen": dataclasses.asdict(tuned.chosen) if tuned.chosen else None,
                        "exact_latency_ms_p50": tuned.exact_latency_ms_p50,
@@ -235,6 +238,12 @@ class Executor(pusher_executor.Executor):
             memory.release_free_memory()
             memory.log_memory("ScannPusher", f"{role} model saved")
         publishing.write_source(staged["scann"], source)
+        # What the evaluated model was blessed with travels with the version:
+        # the no-regression reference where no resolver runs.
+        served_evaluation.copy_to_version(
+            artifact_utils.get_single_instance(
+                input_dict[standard_component_specs.MODEL_BLESSING_KEY]).uri,
+            staged["scann"])
         _write_embeddings(staged["embeddings"], item_ids, item_embeddings)
         # Latency is measured on the saved model alone, as a server loads it.
         del served_indexes, trainer_model, ranker, searcher, index, excluded, item_facts
