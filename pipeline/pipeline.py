@@ -34,6 +34,9 @@ RUNTIME_SETTINGS = {
     "blessing_min_value": float,
     "max_regression": float,
 }
+# Where the no-regression check finds the model to compare against
+# (create_pipeline's `regression_baseline`).
+REGRESSION_BASELINES = ("resolver", "served")
 # Of those, the fields of `blessing`.
 _BLESSING_FIELDS = {"blessing_metric": "metric", "blessing_min_value": "min_value",
                     "max_regression": "max_regression"}
@@ -66,6 +69,7 @@ def create_pipeline(
     serving_top_k: int = config.SERVING_TOP_K,
     max_eval_users: int = config.MAX_EVAL_USERS,
     refit: bool = True,
+    regression_baseline: str = "resolver",
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
@@ -105,6 +109,12 @@ def create_pipeline(
         every interaction (a second Transform, vocabularies included, and
         Trainers) and push those once the evaluator blesses the models
         trained on the train split; False: push the evaluated models.
+      regression_baseline: what the evaluator's no-regression check compares
+        against. "resolver": the last blessed model, found in ML Metadata by
+        TFX's latest-blessed-model resolver (local runs, Vertex AI).
+        "served": the model served from `serving_dir` now, by the evaluation
+        record the pusher keeps with each version (no resolver node: for
+        the open-source Kubeflow Pipelines backend, which runs none).
       metadata_connection_config: ML Metadata store (None: the runner's).
       beam_pipeline_args: options of the Beam pipelines components run.
       enable_cache: reuse results of unchanged components.
@@ -131,6 +141,9 @@ def create_pipeline(
                 and parameter.ptype is RUNTIME_SETTINGS[name]):
             raise TypeError(f"runtime_parameters[{name!r}] must be a RuntimeParameter "
                             f"with ptype {RUNTIME_SETTINGS[name].__name__}")
+    if regression_baseline not in REGRESSION_BASELINES:
+        raise ValueError(f"regression_baseline must be one of "
+                         f"{', '.join(REGRESSION_BASELINES)}, got {regression_baseline!r}")
     if "ranker_epochs" in runtime and not ranking_run_fn:
         raise ValueError("runtime parameter ranker_epochs needs the ranking stage "
                          "(ranking_run_fn is None)")
@@ -207,18 +220,22 @@ def create_pipeline(
         ranking_trainer = ranking_trainer.with_id("RankingTrainer")
     ranking_model = ranking_trainer.outputs["model"] if ranking_trainer else None
 
-    # The last blessed model, if any: the no-regression reference.
-    latest_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    # The no-regression reference: the last blessed model, if any, from ML
+    # Metadata; or the model served now, read by the evaluator itself.
+    latest_blessed = None
+    if regression_baseline == "resolver":
+        latest_blessed = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+    reference = ({"baseline_model": latest_blessed.outputs["model"]} if latest_blessed
+                 else {"serving_dir": serving_dir})
 
     # Top-K over the whole corpus against baselines and the last blessed model.
     evaluator = RetrievalEvaluator(
-        model=trainer.outputs["model"],
-        baseline_model=latest_blessed.outputs["model"],
+        model=trainer.outputs["model"], **reference,
         examples=example_gen.outputs["examples"],
         items=example_gen.outputs["items"],
         top_ks=top_ks, blessing=blessing,
@@ -268,7 +285,8 @@ def create_pipeline(
         components=[example_gen, statistics_gen, schema_gen, example_validator,
                     anomalies_gate, transform, trainer,
                     *([ranking_trainer] if ranking_trainer else []),
-                    *refit_nodes, latest_blessed, evaluator, pusher],
+                    *refit_nodes, *([latest_blessed] if latest_blessed else []),
+                    evaluator, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])
