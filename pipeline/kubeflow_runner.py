@@ -57,6 +57,24 @@ where it stays a constant). Hence:
     pipeline is built (0 < eval_fraction < 1, top_k >= 1), which a
     RuntimeParameter cannot pass. Fixed at compile time.
 
+What each target's spec holds:
+
+  kubeflow  for the open-source KFP v2 backend, which implements container
+            and importer executors only and no lifecycle hooks: no resolver
+            tasks (the no-regression reference is the model served from
+            serving_dir, by the evaluation record the pusher keeps with each
+            version: create_pipeline(regression_baseline="served")), and no
+            ExampleGen driver hook: a task of its own, DataFingerprint
+            (data_fingerprint.py, never cached), fingerprints the input
+            files as the driver would and passes the fingerprint to
+            InteractionsExampleGen as its input parameter
+            `input_fingerprint`, so changed data misses KFP's cache.
+            compile_pipeline() refuses to write a spec that breaks the
+            backend's rules (open_source_backend_problems()).
+  vertex    TFX's spec as it compiles it: the latest-blessed-model resolver
+            (two resolver tasks querying Vertex ML Metadata) and the
+            ExampleGen driver as a preCacheCheck hook, which Vertex runs.
+
 Heavy imports (TensorFlow, TFX, kfp) happen inside the functions, so the CLI
 starts without them.
 """
@@ -65,12 +83,23 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tfx_recsys import config
 from tfx_recsys.components.trainer_with_epochs.epochs import check_epochs  # light
 
 TARGETS = ("kubeflow", "vertex")
+# The no-regression reference of each target (create_pipeline's
+# regression_baseline): resolvers run on Vertex only.
+_REGRESSION_BASELINE = {"kubeflow": "served", "vertex": "resolver"}
+# The open-source backend's executor kinds (kubeflow/pipelines
+# backend/src/v2/compiler: "non-container and non-importer executor not
+# implemented").
+OPEN_SOURCE_EXECUTORS = ("container", "importer")
+# The task that stands in for the ExampleGen driver on that backend.
+FINGERPRINT_TASK = "DataFingerprint"
+EXAMPLE_GEN_TASK = "InteractionsExampleGen"
+FINGERPRINT_COMMAND = ["python", "-m", "tfx_recsys.pipeline.data_fingerprint"]
 _EXTENSIONS = {"kubeflow": (".yaml", ".yml"), "vertex": (".json",)}
 
 # Placeholders: nothing runs here, so these only show the expected shape.
@@ -184,7 +213,8 @@ def compile_pipeline(
       enable_cache: let the cluster reuse results of unchanged tasks.
       pipeline_settings: passed to create_pipeline() as they are (top_ks,
         index_gate, serving_top_k; ranking_run_fn=None drops the ranking
-        stage and `ranker_epochs`); fixed at compile time.
+        stage and `ranker_epochs`); fixed at compile time. The target picks
+        regression_baseline.
 
     Compile from the commit the image was built from: the dotted paths and the
     code fingerprint (part of the Transform and Trainer cache keys) come from
@@ -243,6 +273,7 @@ def compile_pipeline(
         beam_pipeline_args=list(beam_pipeline_args or DEFAULT_BEAM_ARGS),
         enable_cache=enable_cache,
         runtime_parameters=parameters,
+        regression_baseline=_REGRESSION_BASELINE[target],
         **pipeline_settings)
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -253,7 +284,14 @@ def compile_pipeline(
             # parameters (KeyError 'parameterType').
             use_pipeline_spec_2_1=True))
     job = runner.run(pipeline, write_out=False)
-    _complete_spec(job["pipelineSpec"], parameters.values(), pipeline_root)
+    spec = job["pipelineSpec"]
+    if target == "kubeflow":
+        _fingerprint_as_task(spec, image)
+        problems = open_source_backend_problems(spec)
+        if problems:
+            raise ValueError("the spec would not run on the open-source Kubeflow "
+                             "Pipelines backend:\n" + "\n".join(problems))
+    _complete_spec(spec, parameters.values(), pipeline_root)
 
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
@@ -285,6 +323,103 @@ def _complete_spec(spec: dict, parameters: Iterable, pipeline_root: str) -> None
             declared[parameter.name]["description"] = parameter.description
     spec["defaultPipelineRoot"] = pipeline_root
     json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+
+
+def _fingerprint_as_task(spec: dict, image: str) -> None:
+    """Replaces the ExampleGen driver hook by the DataFingerprint task.
+
+    The task reads ExampleGen's own input_base and input_config (and
+    range_config) parameters, wired as ExampleGen's are; its output parameter
+    becomes ExampleGen's input parameter `input_fingerprint`, declared in the
+    component and in the inputs spec TFX's entry point parses (which passes
+    it on as an execution property that the executor ignores). Not cached:
+    it must look at the data every run."""
+    from tfx_recsys.pipeline.data_fingerprint import OUTPUT_KEY
+
+    tasks = spec["root"]["dag"]["tasks"]
+    example_gen = tasks[EXAMPLE_GEN_TASK]
+    component = spec["components"][example_gen["componentRef"]["name"]]
+    container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    container.pop("lifecycle", None)
+
+    read = [k for k in ("input_base", "input_config", "range_config")
+            if k in example_gen["inputs"]["parameters"]]
+    label = f"{FINGERPRINT_TASK}_executor"
+    spec["components"][FINGERPRINT_TASK] = {
+        "executorLabel": label,
+        "inputDefinitions": {"parameters": {
+            k: component["inputDefinitions"]["parameters"][k] for k in read}},
+        "outputDefinitions": {"parameters": {OUTPUT_KEY: {"parameterType": "STRING"}}},
+    }
+    spec["deploymentSpec"]["executors"][label] = {"container": {
+        "image": image, "command": list(FINGERPRINT_COMMAND),
+        "args": ["--json_serialized_invocation_args", "{{$}}"]}}
+    tasks[FINGERPRINT_TASK] = {  # no cachingOptions: never cached
+        "componentRef": {"name": FINGERPRINT_TASK},
+        "taskInfo": {"name": FINGERPRINT_TASK},
+        "inputs": {"parameters": {k: example_gen["inputs"]["parameters"][k] for k in read}},
+    }
+
+    component["inputDefinitions"]["parameters"][OUTPUT_KEY] = {"parameterType": "STRING"}
+    example_gen["inputs"]["parameters"][OUTPUT_KEY] = {"taskOutputParameter": {
+        "producerTask": FINGERPRINT_TASK, "outputParameterKey": OUTPUT_KEY}}
+    example_gen["dependentTasks"] = sorted(
+        set(example_gen.get("dependentTasks", [])) | {FINGERPRINT_TASK})
+    # TFX's entry point types the execution properties by this copy of the
+    # input definitions.
+    args = container["args"]
+    at = args.index("--json_serialized_inputs_spec_args") + 1
+    args[at] = json.dumps(component["inputDefinitions"], indent=2, sort_keys=True)
+
+
+def open_source_backend_problems(spec: dict) -> List[str]:
+    """What the open-source KFP v2 backend would refuse in a pipeline spec
+    (the `pipelineSpec` dict): an executor other than container or importer
+    (resolver, custom job), a container lifecycle hook (the ExampleGen
+    driver), a task whose component or executor is missing, or an input
+    taken from a task that does not exist. One line each; [] if none."""
+    problems = []
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    for label, executor in sorted(executors.items()):
+        kinds = sorted(executor)
+        if kinds != ["container"] and kinds != ["importer"]:
+            problems.append(f"executor {label}: {' and '.join(kinds) or 'no'} executor "
+                            f"(the backend implements {' and '.join(OPEN_SOURCE_EXECUTORS)} "
+                            "executors only)")
+        hooks = executor.get("container", {}).get("lifecycle")
+        if hooks:
+            problems.append(f"executor {label}: lifecycle hook(s) {', '.join(sorted(hooks))} "
+                            "(the backend runs none)")
+
+    def check_dag(dag: dict, where: str) -> None:
+        tasks = dag.get("tasks", {})
+        for name, task in sorted(tasks.items()):
+            component = spec.get("components", {}).get(
+                task.get("componentRef", {}).get("name", ""))
+            if component is None:
+                problems.append(f"task {where}{name}: no component "
+                                f"{task.get('componentRef', {}).get('name')!r}")
+                continue
+            if "dag" in component:
+                check_dag(component["dag"], f"{where}{name}/")
+            elif component.get("executorLabel") not in executors:
+                problems.append(f"task {where}{name}: no executor "
+                                f"{component.get('executorLabel')!r}")
+            inputs = task.get("inputs", {})
+            for kind, key in (("artifacts", "taskOutputArtifact"),
+                              ("parameters", "taskOutputParameter")):
+                for input_name, source in sorted(inputs.get(kind, {}).items()):
+                    producer = source.get(key, {}).get("producerTask")
+                    if producer is not None and producer not in tasks:
+                        problems.append(f"task {where}{name}: input {input_name} from "
+                                        f"unknown task {producer!r}")
+            for upstream in task.get("dependentTasks", []):
+                if upstream not in tasks:
+                    problems.append(f"task {where}{name}: depends on unknown task "
+                                    f"{upstream!r}")
+
+    check_dag(spec.get("root", {}).get("dag", {}), "")
+    return problems
 
 
 def declared_parameters(spec_file: str) -> Dict[str, dict]:

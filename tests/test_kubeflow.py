@@ -37,9 +37,11 @@ EXAMPLE_GEN_DRIVER = ["python", "-m",
                       "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"]
 RESOLVER_ID = "latest_blessed_model_resolver"
 # KubeflowV2DagRunner turns the latest-blessed-model resolver into two
-# resolver tasks (blessing query, then the model it names).
+# resolver tasks (blessing query, then the model it names): Vertex only.
 RESOLVER_TASKS = {f"{RESOLVER_ID}-model-blessing-resolver",
                   f"{RESOLVER_ID}-model-resolver"}
+# The open-source backend's stand-in for the ExampleGen driver hook.
+FINGERPRINT = kubeflow_runner.FINGERPRINT_TASK
 
 
 def _load(path: str):
@@ -74,8 +76,9 @@ def _resolve(dotted: str):
     raise ImportError(dotted)
 
 
-def _tfx_pipeline():
-    """The same create_pipeline() the runner compiles (nothing is run)."""
+def _tfx_pipeline(regression_baseline="served"):
+    """The same create_pipeline() the runner compiles for a target (nothing
+    is run): "served" for kubeflow, "resolver" for vertex."""
     from tfx_recsys.pipeline.pipeline import create_pipeline
 
     from tfx_recsys import dataset_config
@@ -85,7 +88,8 @@ def _tfx_pipeline():
                            pipeline_root=PIPELINE_ROOT, data_path=DATA_PATH,
                            dataset=dataset.to_dict(),
                            schema_path=kubeflow_runner.image_schema_path(dataset.name),
-                           serving_dir=SERVING_DIR)
+                           serving_dir=SERVING_DIR,
+                           regression_baseline=regression_baseline)
 
 
 @pytest.fixture(scope="module")
@@ -105,50 +109,117 @@ def spec(spec_path) -> pipeline_spec_pb2.PipelineSpec:
     return _load(spec_path)
 
 
-def _containers(spec):
+def _containers(spec, executors_only=True):
+    """Container specs by executor label; with `executors_only`, those that
+    run a TFX executor (all but DataFingerprint's)."""
     executors = spec.deployment_spec["executors"]
     return {label: executors[label]["container"]
-            for label in executors if "container" in executors[label]}
+            for label in executors if "container" in executors[label]
+            and not (executors_only and label == f"{FINGERPRINT}_executor")}
 
 
 def test_tasks_are_exactly_the_pipeline_components(spec):
     ids = {component.id for component in _tfx_pipeline().components}
-    assert RESOLVER_ID in ids
-    expected = (ids - {RESOLVER_ID}) | RESOLVER_TASKS
+    assert RESOLVER_ID not in ids  # no resolver for the open-source backend
+    expected = ids | {FINGERPRINT}
     assert set(spec.root.dag.tasks) == expected
     assert expected == {
-        "InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
+        FINGERPRINT, "InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
         "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
         "RankingTrainer", "RetrievalEvaluator", "RefitTransform", "RefitTrainer",
-        "RefitRankingTrainer", "ScannPusher", *RESOLVER_TASKS}
+        "RefitRankingTrainer", "ScannPusher"}
     # Anomalies stop the run before Transform, on the cluster too.
     assert "AnomaliesGate" in spec.root.dag.tasks["Transform"].dependent_tasks
-    # Every task has its component and executor; only the resolver's two are
-    # not containers.
+    # Every task has its component and a container executor.
     executors = spec.deployment_spec["executors"]
     for name, task in spec.root.dag.tasks.items():
         label = spec.components[task.component_ref.name].executor_label
-        kind = "resolver" if name in RESOLVER_TASKS else "container"
-        assert kind in executors[label], name
-    blessing_query = executors[f"{RESOLVER_ID}-model-blessing-resolver_executor"]
-    assert "metadata.blessed.number_value=1" in json.dumps(
-        json_format.MessageToDict(blessing_query["resolver"]))
+        assert set(executors[label]) == {"container"}, name
+
+
+def _open_source_backend_violations(spec) -> list:
+    """The open-source KFP v2 backend's rules, applied here independently of
+    kubeflow_runner (backend/src/v2/compiler: only container and importer
+    executors; no lifecycle hooks are run): what it would refuse."""
+    violations = []
+    for label, executor in json_format.MessageToDict(spec.deployment_spec)[
+            "executors"].items():
+        violations += [f"{label}: {kind}" for kind in executor
+                       if kind not in ("container", "importer")]
+        if "lifecycle" in executor.get("container", {}):
+            violations.append(f"{label}: lifecycle")
+    return violations
+
+
+def test_the_kubeflow_spec_keeps_the_open_source_backends_rules(spec, spec_path, tmp_path):
+    assert _open_source_backend_violations(spec) == []
+    with open(spec_path) as f:
+        [document] = [d for d in yaml.safe_load_all(f) if d]
+    assert kubeflow_runner.open_source_backend_problems(document) == []
+    # The Vertex spec breaks exactly those rules, and the check says so.
+    job = kubeflow_runner.compile_pipeline(
+        str(tmp_path / "job.json"), image=IMAGE, pipeline_root=PIPELINE_ROOT,
+        data_path=DATA_PATH, serving_dir=SERVING_DIR, target="vertex")
+    with open(job) as f:
+        vertex = json.load(f)["pipelineSpec"]
+    vertex_spec = json_format.ParseDict(vertex, pipeline_spec_pb2.PipelineSpec())
+    assert sorted(_open_source_backend_violations(vertex_spec)) == sorted(
+        [f"{task}_executor: resolver" for task in RESOLVER_TASKS]
+        + ["InteractionsExampleGen_executor: lifecycle"])
+    problems = kubeflow_runner.open_source_backend_problems(vertex)
+    assert len(problems) == 3 and all(
+        "resolver executor" in p or "lifecycle hook(s) preCacheCheck" in p
+        for p in problems), problems
 
 
 def test_every_container_runs_the_image_and_tfx_entry_points(spec):
     containers = _containers(spec)
-    assert len(containers) == len(spec.root.dag.tasks) - len(RESOLVER_TASKS)
+    assert len(containers) == len(spec.root.dag.tasks) - 1
     for label, container in containers.items():
         assert container["image"] == IMAGE, label
         assert list(container["command"]) == EXECUTOR_ENTRYPOINT, label
         args = list(container["args"])
         assert args[:2] == ["--executor_class_path", args[1]], label
         assert args[-len(BEAM_ARGS):] == BEAM_ARGS, label
-    # The ExampleGen's driver (span, version, fingerprint) runs first, in the
-    # same image.
-    driver = containers["InteractionsExampleGen_executor"]["lifecycle"]["preCacheCheck"]
-    assert list(driver["command"]) == EXAMPLE_GEN_DRIVER
-    assert list(driver["args"])[-len(BEAM_ARGS):] == BEAM_ARGS
+        assert "lifecycle" not in container, label
+
+
+def test_data_fingerprint_task_stands_in_for_the_example_gen_driver(spec):
+    """Never cached, it reads ExampleGen's own input parameters and hands
+    the fingerprint to ExampleGen, whose cache key it becomes part of."""
+    tasks = spec.root.dag.tasks
+    fingerprint, example_gen = tasks[FINGERPRINT], tasks["InteractionsExampleGen"]
+    assert not fingerprint.caching_options.enable_cache
+    assert example_gen.caching_options.enable_cache
+    for name in ("input_base", "input_config"):
+        assert fingerprint.inputs.parameters[name] == example_gen.inputs.parameters[name]
+    assert fingerprint.inputs.parameters["input_base"].component_input_parameter \
+        == "data_path"
+    source = example_gen.inputs.parameters["input_fingerprint"].task_output_parameter
+    assert (source.producer_task, source.output_parameter_key) == (
+        FINGERPRINT, "input_fingerprint")
+    assert FINGERPRINT in example_gen.dependent_tasks
+    component = spec.components[example_gen.component_ref.name]
+    assert component.input_definitions.parameters["input_fingerprint"].parameter_type \
+        == STRING
+    produced = spec.components[fingerprint.component_ref.name].output_definitions
+    assert produced.parameters["input_fingerprint"].parameter_type == STRING
+    # TFX's entry point types execution properties by its copy of the inputs spec.
+    container = _containers(spec)["InteractionsExampleGen_executor"]
+    args = list(container["args"])
+    inputs_spec = json.loads(args[args.index("--json_serialized_inputs_spec_args") + 1])
+    assert inputs_spec["parameters"]["input_fingerprint"] == {"parameterType": "STRING"}
+    runner = _containers(spec, executors_only=False)[f"{FINGERPRINT}_executor"]
+    assert runner["image"] == IMAGE
+    assert list(runner["command"]) == kubeflow_runner.FINGERPRINT_COMMAND
+    assert list(runner["args"]) == ["--json_serialized_invocation_args", "{{$}}"]
+
+
+def test_the_regression_gate_reads_the_served_model_on_kubeflow(spec):
+    evaluator = spec.root.dag.tasks["RetrievalEvaluator"]
+    assert "baseline_model" not in evaluator.inputs.artifacts
+    assert evaluator.inputs.parameters["serving_dir"].component_input_parameter \
+        == "serving_dir"
 
 
 def test_every_python_path_in_the_spec_imports(spec, spec_path):
@@ -172,7 +243,8 @@ def test_every_python_path_in_the_spec_imports(spec, spec_path):
         assert isinstance(_resolve(path), type), path
 
     # Entry-point modules, run with `python -m`, and their main().
-    for command in (EXECUTOR_ENTRYPOINT, EXAMPLE_GEN_DRIVER):
+    for command in (EXECUTOR_ENTRYPOINT, EXAMPLE_GEN_DRIVER,
+                    kubeflow_runner.FINGERPRINT_COMMAND):
         assert callable(importlib.import_module(command[2]).main)
 
     # The model code, by dotted path in the task parameters.
@@ -208,6 +280,7 @@ def test_the_image_build_imports_every_module_the_spec_runs(spec):
     with open(os.path.join(config.REPO_ROOT, "kubeflow", "Dockerfile")) as f:
         checked = set(re.findall(r"'([\w.]+)'", f.read()))
     needed = {list(c["args"])[1].rsplit(".", 1)[0] for c in _containers(spec).values()}
+    needed.add(kubeflow_runner.FINGERPRINT_COMMAND[2])
     tasks = spec.root.dag.tasks
     for task, parameter in (("Transform", "preprocessing_fn"), ("Trainer", "run_fn"),
                             ("RankingTrainer", "run_fn")):
@@ -264,17 +337,20 @@ def test_runtime_parameters_are_pipeline_inputs_with_defaults(spec, spec_path):
         component = spec.components[tasks[task].component_ref.name]
         assert component.input_definitions.parameters[parameter].parameter_type == kind
     # The final fit trains with the same settings: its Trainers read the same
-    # parameters. No other task reads them.
-    for name, task, parameter in (("trainer_custom_config", "RefitTrainer", "custom_config"),
-                                  ("epochs", "RefitTrainer", "epochs"),
-                                  ("ranker_epochs", "RefitRankingTrainer", "epochs")):
+    # parameters; the data fingerprint reads the data, the evaluator the
+    # served model. No other task reads them.
+    also = (("trainer_custom_config", "RefitTrainer", "custom_config"),
+            ("epochs", "RefitTrainer", "epochs"),
+            ("ranker_epochs", "RefitRankingTrainer", "epochs"),
+            ("data_path", FINGERPRINT, "input_base"),
+            ("serving_dir", "RetrievalEvaluator", "serving_dir"))
+    for name, task, parameter in also:
         assert tasks[task].inputs.parameters[parameter].component_input_parameter == name
     readers = {(task, parameter) for task, t in tasks.items()
                for parameter, p in t.inputs.parameters.items()
                if p.component_input_parameter}
     assert readers == {(task, parameter) for _, task, parameter in WIRING.values()} | {
-        ("RefitTrainer", "custom_config"), ("RefitTrainer", "epochs"),
-        ("RefitRankingTrainer", "epochs")}
+        (task, parameter) for _, task, parameter in also}
 
     # kfp's own loader sees them, with their defaults.
     from kfp import components
@@ -424,7 +500,7 @@ def test_submit_command_without_a_cluster_fails_in_one_line(spec_path, capsys):
     assert err.count("\n") == 1
 
 
-def test_vertex_json_is_a_pipeline_job(tmp_path):
+def test_vertex_json_is_a_pipeline_job_with_the_resolver_and_driver(tmp_path):
     path = kubeflow_runner.compile_pipeline(
         str(tmp_path / "job.json"), image=IMAGE, pipeline_root=PIPELINE_ROOT,
         data_path=DATA_PATH, serving_dir=SERVING_DIR, target="vertex")
@@ -435,6 +511,31 @@ def test_vertex_json_is_a_pipeline_job(tmp_path):
     assert set(spec.root.input_definitions.parameters) == set(
         kubeflow_runner.RUNTIME_PARAMETERS)
     assert {c["image"] for c in _containers(spec).values()} == {IMAGE}
+    # TFX's pipeline as it compiles it: the resolver's two tasks and the
+    # ExampleGen driver hook (span, version, fingerprint), run by Vertex.
+    ids = {c.id for c in _tfx_pipeline("resolver").components}
+    assert RESOLVER_ID in ids
+    assert set(spec.root.dag.tasks) == (ids - {RESOLVER_ID}) | RESOLVER_TASKS
+    executors = spec.deployment_spec["executors"]
+    blessing_query = executors[f"{RESOLVER_ID}-model-blessing-resolver_executor"]
+    assert "metadata.blessed.number_value=1" in json.dumps(
+        json_format.MessageToDict(blessing_query["resolver"]))
+    # The model query matches the blessing's current_model_id to a Model's
+    # resource name, which the entry point writes for Evaluator subclasses.
+    model_query = executors[f"{RESOLVER_ID}-model-resolver_executor"]
+    assert "name=\"{{$.inputs.artifacts['input'].metadata['current_model_id']}}\"" in \
+        json.dumps(json_format.MessageToDict(model_query["resolver"])).replace('\\"', '"')
+    from tfx.components.evaluator import executor as tfx_evaluator
+
+    from tfx_recsys.components.retrieval_evaluator import executor as evaluator
+    assert issubclass(evaluator.Executor, tfx_evaluator.Executor)
+    evaluator_task = spec.root.dag.tasks["RetrievalEvaluator"]
+    assert evaluator_task.inputs.artifacts["baseline_model"].task_output_artifact \
+        .producer_task == f"{RESOLVER_ID}-model-resolver"
+    assert "serving_dir" not in evaluator_task.inputs.parameters
+    driver = _containers(spec)["InteractionsExampleGen_executor"]["lifecycle"]["preCacheCheck"]
+    assert list(driver["command"]) == EXAMPLE_GEN_DRIVER
+    assert FINGERPRINT not in spec.root.dag.tasks
 
 
 def test_target_and_extension_must_agree(tmp_path):
