@@ -171,10 +171,9 @@ async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
 # The app
 
 
-def _error(status: int, message: str, headers: Optional[Dict[str, str]] = None,
-           extra: Optional[dict] = None) -> JSONResponse:
-    return JSONResponse({"error": message, **(extra or {})}, status_code=status,
-                        headers=headers)
+def _error(status: int, message: str,
+           headers: Optional[Dict[str, str]] = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 class ModelRoutes:
@@ -184,8 +183,12 @@ class ModelRoutes:
         self.model = model
         self.dataplane = dataplane
         self.settings = settings
-        self._served = SERVED_VERSION.labels(model_name=model.name)
-        self._failed = FAILED_VERSIONS.labels(model_name=model.name)
+        versions = model.versions
+        # Read when /metrics is scraped.
+        SERVED_VERSION.labels(model_name=model.name).set_function(
+            lambda: versions.current.version if versions.current else 0)
+        FAILED_VERSIONS.labels(model_name=model.name).set_function(
+            lambda: len(versions.failures()))
         self._counters = {}
 
     def _count(self, route: str, code: int) -> None:
@@ -226,15 +229,9 @@ class ModelRoutes:
         self._count(route, response.status_code)
         return response
 
-    def _update_gauges(self) -> None:
-        current = self.model.versions.current
-        self._served.set(current.version if current else 0)
-        self._failed.set(len(self.model.versions.failures()))
-
     # -- V1
 
     async def _v1_status(self, request: Request, version: Optional[int]) -> Response:
-        self._update_gauges()
         status = self.model.status()
         if version is not None:
             entries = [e for e in status["model_version_status"]
