@@ -118,6 +118,27 @@ def image_schema_path(dataset_name: str) -> str:
     """Where the image holds the checked-in schema of a dataset config."""
     return f"{IMAGE_SCHEMA_DIR}/{dataset_name}.pbtxt"
 
+
+# What kubeflow/Dockerfile puts into the image, relative to the repository
+# root (directories: their .py files; the schemas one by one).
+IMAGE_SOURCES = ("kubeflow/Dockerfile", "setup.py", "requirements/requirements.lock",
+                 "tfx_recsys", "pipeline", "components")
+# The image's label holding image_source_fingerprint() of what it was built from.
+SOURCE_LABEL = "org.tfx-recsys.source-fingerprint"
+
+
+def image_source_fingerprint(repo_root: str = config.REPO_ROOT) -> str:
+    """A hash of what the image is built from (IMAGE_SOURCES and schemas/):
+    `make image` stores it in the image's SOURCE_LABEL, so an image built
+    from other code can be told apart without running it."""
+    from tfx_recsys.fingerprint import files_fingerprint
+
+    schemas = os.path.join(repo_root, "schemas")
+    return files_fingerprint(
+        [os.path.join(repo_root, p) for p in IMAGE_SOURCES]
+        + sorted(os.path.join(schemas, n) for n in os.listdir(schemas)
+                 if n.endswith(".pbtxt")))
+
 # Beam inside each component's pod: in-process FnApiRunner (the DirectRunner
 # would first try to download Prism at run time). Pass other options (e.g.
 # DataflowRunner and its settings) through beam_pipeline_args / --beam-arg.
@@ -576,8 +597,12 @@ def add_commands(subparsers) -> None:
     comp = subparsers.add_parser(
         "compile", help="compile the pipeline for Kubeflow Pipelines or Vertex AI")
     comp.add_argument("--target", choices=TARGETS, default="kubeflow",
-                      help="kubeflow: KFP v2 pipeline spec (.yaml); vertex: "
-                           "Vertex AI PipelineJob (.json) (default: %(default)s)")
+                      help="kubeflow: KFP v2 pipeline spec (.yaml) for the open-source "
+                           "backend (container tasks only: the served model is the "
+                           "regression reference, a DataFingerprint task stands in "
+                           "for the ExampleGen driver); vertex: Vertex AI PipelineJob "
+                           "(.json), TFX's resolver and driver included "
+                           "(default: %(default)s)")
     comp.add_argument("--image", default=DEFAULT_IMAGE,
                       help="image of every task, built from kubeflow/Dockerfile "
                            "and pushed (default: %(default)s, a placeholder)")
