@@ -87,6 +87,45 @@ bench-backtest: setup
 bench-load: setup
 	$(VENV_PY) bench/load.py $(BENCH_LOAD_ARGS)
 
+# The image every Kubeflow task runs (kubeflow/Dockerfile), built without a
+# Docker engine: podman with chroot isolation (see kubeflow/README.md). Its
+# base: IMAGE_BASE if given, else the one `make image-base` built, else the
+# public Python image (a registry must be reachable). Where the host's CA
+# bundle (SSL_CERT_FILE) or uv cache exist, the build mounts them: TLS through
+# a proxy only the host trusts, and wheels from the cache; neither stays in
+# the image.
+.PHONY: image image-base
+IMAGE       ?= localhost/tfx-recsys:latest
+LOCAL_BASE  := localhost/tfx-recsys-base:bookworm
+IMAGE_BASE  ?=
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+
+image: setup
+	@base="$(IMAGE_BASE)"; \
+	source=$$($(VENV_PY) -c 'from tfx_recsys.pipeline import kubeflow_runner as k; print(k.image_source_fingerprint())'); \
+	if [ -z "$$base" ] && podman image exists $(LOCAL_BASE); then base=$(LOCAL_BASE); fi; \
+	ca="$${SSL_CERT_FILE:-}"; cache="$$($(UV) cache dir 2>/dev/null || true)"; \
+	set -x; podman build --isolation chroot -f kubeflow/Dockerfile \
+	    --ignorefile kubeflow/containerignore -t $(IMAGE) \
+	    --build-arg SOURCE_FINGERPRINT=$$source \
+	    $${base:+--build-arg BASE_IMAGE=$$base} \
+	    $$( [ -f "$$ca" ] && echo "-v $$ca:/run/host-ca.crt:ro --build-arg CA_BUNDLE=/run/host-ca.crt" ) \
+	    $$( [ -d "$$cache" ] && echo "-v $$cache:/run/uv-cache --build-arg UV_CACHE_DIR=/run/uv-cache" ) \
+	    .
+	podman image ls $(IMAGE)
+
+# An equivalent of the public python:3.11 image from Debian's mirror alone
+# (no registry needed): Debian 12 with its Python 3.11, venv, CA certificates
+# and g++ (for the glibc compatibility step the Dockerfile runs).
+image-base:
+	mkdir -p build
+	mmdebstrap --variant=minbase \
+	    --include=python3.11,python3.11-venv,ca-certificates,g++ \
+	    bookworm build/base.tar $(DEBIAN_MIRROR)
+	podman import --change 'CMD ["python3.11"]' build/base.tar $(LOCAL_BASE)
+	rm -f build/base.tar
+	podman image ls $(LOCAL_BASE)
+
 # Re-resolve the lock after editing requirements/requirements.in.
 lock: | $(UV)
 	$(UV) pip compile requirements/requirements.in \
