@@ -7,13 +7,14 @@ each user's history), which is fine at MovieLens scale; they read them here.
 import os
 from typing import Dict, Iterator, List, Sequence
 
+from tfx_recsys import storage
 from tfx_recsys.data import native
 
 
 def split_files(examples_uri: str, split: str) -> List[str]:
     """The gzipped TFRecord files of one split of an Examples artifact."""
     directory = os.path.join(examples_uri, f"Split-{split}")
-    files = sorted(os.path.join(directory, f) for f in os.listdir(directory))
+    files = sorted(os.path.join(directory, f) for f in storage.listdir(directory))
     if not files:
         raise FileNotFoundError(f"no files in split {split!r} at {directory}")
     return files

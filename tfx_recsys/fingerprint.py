@@ -25,7 +25,7 @@ _MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 COMPONENT_SOURCES = {
     "InteractionsExampleGen": ("tfx_recsys.components.interactions_example_gen",
                                "tfx_recsys.data", "tfx_recsys.dataset_config",
-                               "tfx_recsys.examples_io"),
+                               "tfx_recsys.examples_io", "tfx_recsys.storage"),
     "AnomaliesGate": ("tfx_recsys.components.anomalies_gate",),
     # Both Trainers (node ids Trainer, RankingTrainer) are this class; its
     # executor only applies the `epochs` property to custom_config before
@@ -35,12 +35,13 @@ COMPONENT_SOURCES = {
     "RetrievalEvaluator": ("tfx_recsys.components.retrieval_evaluator",
                            "tfx_recsys.metrics", "tfx_recsys.baselines",
                            "tfx_recsys.embedding", "tfx_recsys.examples_io",
-                           "tfx_recsys.two_stage", "tfx_recsys.reranking",
+                           "tfx_recsys.storage", "tfx_recsys.two_stage",
+                           "tfx_recsys.reranking",
                            "tfx_recsys.dataset_config", "tfx_recsys.config",
                            "tfx_recsys.memory", "tfx_recsys.models.export",
                            "tfx_recsys.served_evaluation"),
     "ScannPusher": ("tfx_recsys.components.scann_pusher", "tfx_recsys.embedding",
-                    "tfx_recsys.examples_io", "tfx_recsys.two_stage",
+                    "tfx_recsys.examples_io", "tfx_recsys.storage", "tfx_recsys.two_stage",
                     "tfx_recsys.reranking", "tfx_recsys.dataset_config",
                     "tfx_recsys.config", "tfx_recsys.memory", "tfx_recsys.metrics",
                     "tfx_recsys.models.export", "tfx_recsys.served_evaluation"),

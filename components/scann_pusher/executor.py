@@ -22,7 +22,8 @@ from tfx.utils import io_utils, path_utils
 
 from tfx.dsl.io import fileio
 
-from tfx_recsys import config, embedding, examples_io, memory, served_evaluation, two_stage
+from tfx_recsys import (config, embedding, examples_io, memory, served_evaluation, storage,
+                        two_stage)
 from tfx_recsys.components.scann_pusher import index as scann_index
 from tfx_recsys.components.scann_pusher import publishing, refit_check, tuning
 
@@ -78,8 +79,9 @@ def _check_refit(evaluated_model_path: str, refit_queries: np.ndarray,
 
 def _write_embeddings(path: str, item_ids, item_embeddings: np.ndarray) -> None:
     """Candidate embeddings with their ids, for external vector databases."""
-    np.save(os.path.join(path, "item_embeddings.npy"), item_embeddings.astype(np.float32))
-    with open(os.path.join(path, "item_ids.txt"), "w") as f:
+    with storage.open_file(os.path.join(path, "item_embeddings.npy"), "wb") as f:
+        np.save(f, item_embeddings.astype(np.float32))
+    with storage.open_file(os.path.join(path, "item_ids.txt"), "w") as f:
         f.write("\n".join(item_ids) + "\n")
 
 
@@ -223,7 +225,7 @@ class Executor(pusher_executor.Executor):
                                 f"ms > bound {gate.max_latency_ms} ms")
 
         for directory in dirs.values():
-            os.makedirs(directory, exist_ok=True)
+            storage.makedirs(directory)
         version = publishing.new_version(list(dirs.values()))
         staged = {role: publishing.staging_dir(d, version) for role, d in dirs.items()}
         # Each served model holds the item catalogue and every user's

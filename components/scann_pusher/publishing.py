@@ -4,6 +4,15 @@ A model directory holds one numbered subdirectory per version; servers load
 the highest number. A version is first written completely into a hidden
 staging directory beside the versions, then renamed into place: the rename
 is atomic on one filesystem, so a server never sees a half-written version.
+
+Model directories may be local paths or object-store URLs (gs://...): all
+I/O goes through tfx_recsys.storage, which uses os and shutil for local
+paths (no TensorFlow import) and TFX's fileio for URLs. On an object store a
+rename copies object by object: not atomic.
+
+The three directories of a push are siblings (`sibling_dirs`): one serving
+root, `os.path.dirname(serving_dir)`, holds them all, so that root is the one
+volume or bucket prefix to mount or grant.
 """
 
 import json
@@ -11,6 +20,8 @@ import os
 import shutil
 import time
 from typing import Dict, List, Optional, Sequence
+
+from tfx_recsys import storage
 
 STAGING_PREFIX = ".staging-"
 # Where a version records what it was made from. TF Serving ignores
@@ -32,9 +43,9 @@ def sibling_dirs(serving_dir: str) -> Dict[str, str]:
 
 def versions(model_dir: str) -> List[int]:
     """Published versions, oldest first."""
-    if not os.path.isdir(model_dir):
+    if not storage.isdir(model_dir):
         return []
-    return sorted(int(name) for name in os.listdir(model_dir) if name.isdigit())
+    return sorted(int(name) for name in storage.listdir(model_dir) if name.isdigit())
 
 
 def latest_version_dir(model_dir: str) -> Optional[str]:
@@ -51,17 +62,17 @@ def new_version(model_dirs: List[str]) -> int:
 def staging_dir(model_dir: str, version: int) -> str:
     """Where to write `version` before it is published; created empty."""
     path = os.path.join(model_dir, f"{STAGING_PREFIX}{version}")
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
+    storage.rmtree(path, ignore_errors=True)
+    storage.makedirs(path)
     return path
 
 
 def publish(staged: str, model_dir: str, version: int) -> str:
     """Renames a staged directory to `<model_dir>/<version>`; returns that path."""
     destination = os.path.join(model_dir, str(version))
-    if os.path.exists(destination):
+    if storage.exists(destination):
         raise FileExistsError(f"version {version} already exists in {model_dir}")
-    os.rename(staged, destination)
+    storage.rename(staged, destination)
     return destination
 
 
@@ -69,10 +80,10 @@ def prune(model_dir: str, keep: int) -> List[int]:
     """Removes all but the newest `keep` versions (and stale staging dirs)."""
     removed = versions(model_dir)[:-keep] if keep > 0 else []
     for version in removed:
-        shutil.rmtree(os.path.join(model_dir, str(version)))
-    for name in os.listdir(model_dir):
+        storage.rmtree(os.path.join(model_dir, str(version)))
+    for name in storage.listdir(model_dir):
         if name.startswith(STAGING_PREFIX):
-            shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+            storage.rmtree(os.path.join(model_dir, name), ignore_errors=True)
     return removed
 
 
@@ -131,14 +142,17 @@ def republish_together(model_dirs: Dict[str, str], source_version: int, version:
 def write_source(version_dir: str, source: dict) -> None:
     """Records what a (staged) version was made from, e.g. the model's uri."""
     path = os.path.join(version_dir, SOURCE_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(source, f, sort_keys=True)
+    storage.makedirs(os.path.dirname(path))
+    with storage.open_file(path, "w") as f:
+        f.write(json.dumps(source, sort_keys=True))
 
 
 def read_source(version_dir: str) -> Optional[dict]:
+    path = os.path.join(version_dir, SOURCE_FILE)
+    if not storage.exists(path):
+        return None
     try:
-        with open(os.path.join(version_dir, SOURCE_FILE)) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+        with storage.open_file(path) as f:
+            return json.loads(f.read())
+    except ValueError:
         return None
