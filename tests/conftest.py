@@ -97,3 +97,15 @@ def copy_with_extra_row(data_dir, destination, file_name: str, row: str):
         f.write(row + "\n")
     with open(path) as f:
         return str(destination), len(f.read().splitlines())
+
+
+def bench_module(name: str):
+    """bench/<name>.py imported as a module (bench/ is not a package)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "bench", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,21 +2,15 @@
 scoring of served lists, and which pushed version counts as served (the
 pipeline runs themselves are `make bench-backtest`)."""
 
-import importlib.util
-import os
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "bench", "backtest.py")
+from tests.conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def backtest():
-    spec = importlib.util.spec_from_file_location("bench_backtest", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("backtest")
 
 
 def _row(user, item, timestamp):

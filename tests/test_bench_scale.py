@@ -1,7 +1,6 @@
 """bench/scale.py's measuring parts: progress-line windows, process-tree
 memory and the table (the runs themselves are `make bench-scale`)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,16 +8,12 @@ import time
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "bench", "scale.py")
+from tests.conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def scale():
-    spec = importlib.util.spec_from_file_location("bench_scale", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("scale")
 
 
 def test_component_windows_pair_running_and_done_lines(scale):
