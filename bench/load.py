@@ -152,12 +152,12 @@ async def _client(port: int, requests: Sequence[bytes], offset: int, count: int,
         request = requests[(offset + i) % len(requests)]
         started = time.perf_counter()
         try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(HOST, port)
-            writer.write(request)
-            status, keep_alive, body = await asyncio.wait_for(
-                _read_response(reader), REQUEST_TIMEOUT_S)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(request)
+                status, keep_alive, body = await _read_response(reader)
+        except TimeoutError:
             kind = "timeout"
         except (ConnectionResetError, BrokenPipeError):
             kind = "connection reset"
@@ -165,7 +165,10 @@ async def _client(port: int, requests: Sequence[bytes], offset: int, count: int,
             kind = "connection closed early"
         else:
             elapsed = time.perf_counter() - started
-            if status == 200 and check(body):
+            # Every 20th answer is parsed whole; the others only looked at,
+            # so that the client takes little of the CPU it shares with the
+            # server.
+            if status == 200 and check(body, full=i % 20 == 0):
                 latencies.append(elapsed)
             else:
                 kind = f"status {status}" if status != 200 else "malformed answer"
@@ -183,8 +186,13 @@ async def _client(port: int, requests: Sequence[bytes], offset: int, count: int,
 
 
 def _checker(protocol: str):
-    """A quick check that a 200 answer holds one list of item ids."""
-    def check(body: bytes) -> bool:
+    """A check that a 200 answer holds one list of item ids: a glance, or
+    (`full`) the whole answer parsed."""
+    marker = b'"item_ids"'
+
+    def check(body: bytes, full: bool = True) -> bool:
+        if not full:
+            return marker in body
         try:
             answer = json.loads(body)
             if protocol == "v1":
@@ -233,12 +241,15 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
 
 def run_load(port: int, requests: Sequence[bytes], clients: int, per_client: int,
              seconds: float, check) -> Dict[str, object]:
-    return asyncio.run(_load(port, requests, clients, per_client, seconds, check))
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_load(port, requests, clients, per_client, seconds, check))
 
 
 def empty_round_trip_ms(port: int, repeats: int = 300) -> float:
     """p50 of `GET /v2/health/live` on one keep-alive connection."""
-    def ok(body):
+    def ok(body, full=True):
         return b"live" in body
     result = run_load(port, [http_request("GET", "/v2/health/live")], 1, repeats,
                       MAX_SECONDS, ok)
@@ -354,6 +365,18 @@ print(json.dumps({"p50_ms": 1000 * times[len(times) // 2]}))
 """
 
 
+def measure_reference(version_dir: str, users) -> Dict[str, float]:
+    """The signature in-process with the server's TensorFlow threads (1) and
+    with TensorFlow's default, for comparison."""
+    reference = {
+        "signature_ms_p50": signature_p50_ms(version_dir, users, SERVER_TF_THREADS),
+        "signature_default_threads_ms_p50": signature_p50_ms(version_dir, users, 0)}
+    print(f"signature in-process: {reference['signature_ms_p50']:.2f} ms p50 "
+          f"({reference['signature_default_threads_ms_p50']:.2f} ms with TensorFlow's "
+          "default threads)", flush=True)
+    return reference
+
+
 def signature_p50_ms(version_dir: str, users: List[Dict[str, object]], threads: int,
                      calls: int = 500) -> float:
     """p50 of one serving_default call on one user, in a fresh process with
@@ -369,36 +392,60 @@ def signature_p50_ms(version_dir: str, users: List[Dict[str, object]], threads: 
 # Driving one server through the loads
 
 
-def measure_server(label: str, kind: str, model_dir: str, protocols: Sequence[str],
-                   users, clients: Sequence[int], args, log_dir: str,
-                   empty_route: bool = False) -> Dict[str, object]:
+def measure_servers(plan, users, clients: Sequence[int], args, log_dir: str,
+                    reference: Dict[str, object],
+                    reference_dir: Optional[str]) -> List[Dict[str, object]]:
+    """Starts every server of `plan` ((label, kind, model dir, protocols)) at
+    once, then runs each load on each (server, protocol) in turn, one client
+    count after the other: what else runs on the machine meanwhile weighs on
+    all of them alike, not on whichever server came last. Fills in
+    `reference` (the one-client references; the signature's only with a
+    `reference_dir`)."""
     extra = args.server_arg or []
-    log_path = os.path.join(log_dir, f"{label}.log")
-    server = Server(lambda port: server_command(kind, model_dir, port, args.before, extra),
-                    log_path)
-    rows: List[Dict[str, object]] = []
-    result: Dict[str, object] = {"server": label, "kind": kind, "model_dir": model_dir,
-                                 "rows": rows}
+    servers, results = [], []
     try:
-        server.wait_ready()
-        for protocol in protocols:
-            path, body = PROTOCOLS[protocol]
-            requests = [http_request("POST", path, body(u)) for u in users]
-            check = _checker(protocol)
-            run_load(server.port, requests, min(10, max(clients)),
-                     WARMUP_REQUESTS // 10, MAX_SECONDS, check)
-            for n in clients:
+        for label, kind, model_dir, protocols in plan:
+            servers.append(Server(
+                lambda port, kind=kind, model_dir=model_dir:
+                server_command(kind, model_dir, port, args.before, extra),
+                os.path.join(log_dir, f"{label.split()[0]}-{len(servers)}.log")))
+            results.append({"server": label, "kind": kind, "model_dir": model_dir,
+                            "rows": []})
+        for server in servers:
+            server.wait_ready()
+        loads = []
+        for (label, _, _, protocols), server, result in zip(plan, servers, results):
+            for protocol in protocols:
+                path, body = PROTOCOLS[protocol]
+                requests = [http_request("POST", path, body(u)) for u in users]
+                check = _checker(protocol)
+                run_load(server.port, requests, min(10, max(clients)),
+                         WARMUP_REQUESTS // 10, MAX_SECONDS, check)
+                loads.append((server, result, label, protocol, requests, check))
+        # The one-client references, taken now, in the conditions of the
+        # loads that follow (servers started and idle): the signature in a
+        # process of its own, and the empty route's round trip.
+        if reference_dir is not None:
+            reference.update(measure_reference(reference_dir, users))
+        first_kserve = next((s for (_, kind, _, _), s in zip(plan, servers)
+                             if kind == "kserve"), None)
+        if first_kserve is not None:
+            reference["empty_round_trip_ms_p50"] = empty_round_trip_ms(first_kserve.port)
+        for n in clients:
+            for server, result, label, protocol, requests, check in loads:
                 row = run_load(server.port, requests, n, REQUESTS_PER_CLIENT.get(n, 20),
                                args.seconds, check)
                 row.update(server=label, protocol=protocol)
-                rows.append(row)
+                result["rows"].append(row)
                 print(_row_line(row), flush=True)
-        if empty_route:
-            result["empty_round_trip_ms_p50"] = empty_round_trip_ms(server.port)
-        result["peak_rss_mib"] = server.peak_rss_mib()
+        for server, result in zip(servers, results):
+            result["peak_rss_mib"] = server.peak_rss_mib()
     finally:
-        server.stop()
-    return result
+        for server in servers:
+            server.stop()
+    for result in results:  # rows in table order: by protocol, then clients
+        result["rows"].sort(key=lambda r: (r["protocol"], r["clients"]))
+    return results
 
 
 def _row_line(row: Dict[str, object]) -> str:
@@ -505,6 +552,9 @@ def report(results: Dict[str, object]) -> List[str]:
               if s.get("peak_rss_mib")]
     if memory:
         lines += ["", "Server peak resident memory (VmHWM): " + ", ".join(memory) + "."]
+    if results.get("nice"):
+        lines += ["", f"Run with nice {results['nice']:+d} (the bench and its servers "
+                      "alike), so that other work on the machine disturbs it less."]
     settings = results.get("server_args")
     if settings:
         lines += ["", f"Server settings: `{' '.join(settings)}`."]
@@ -549,6 +599,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="an option passed to `recsys serve` (repeatable)")
     parser.add_argument("--users", default=os.path.join(
         os.path.expanduser("~"), ".cache", "tfx-recsys", "movielens-100k", "users.csv"))
+    parser.add_argument("--nice", type=int, default=0,
+                        help="add this to the bench's and its servers' nice value "
+                             "(negative, as root: less disturbed by other work on the "
+                             "machine; both servers alike)")
     parser.add_argument("--out", default=RESULTS_DIR)
     return parser.parse_args(argv)
 
@@ -563,6 +617,8 @@ def ensure_model(root: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)  # the servers, started from here, inherit it
     started = time.time()
     load_start = os.getloadavg()[0]
     ensure_model(args.root)
@@ -590,31 +646,22 @@ def main(argv=None) -> int:
         scann_copy = single_version_copy(scann_dir, version, work)
         exact_copy = single_version_copy(exact_dir, version, work)
         print(f"model: {scann_dir}/{version} (exact twin: {exact_dir}/{version})")
+        reference_dir = None
         if "scann" in wanted or reference is None:
-            version_dir = os.path.join(scann_copy, str(version))
-            # The server's TensorFlow threads (recsys serve --tf-threads, 1),
-            # and TensorFlow's default for comparison.
-            reference = {
-                "signature_ms_p50": signature_p50_ms(version_dir, users, SERVER_TF_THREADS),
-                "signature_default_threads_ms_p50": signature_p50_ms(version_dir, users, 0)}
-            print(f"signature in-process: {reference['signature_ms_p50']:.2f} ms p50 "
-                  f"({reference['signature_default_threads_ms_p50']:.2f} ms with "
-                  "TensorFlow's default threads)")
-        plan = [("before", "before (http.server)", scann_copy, ["v1"]),
-                ("scann", "kserve (ScaNN)", scann_copy, ["v1", "v2"]),
-                ("exact", "kserve (exact)", exact_copy, ["v1", "v2"])]
-        for key, label, model_dir, protocols in plan:
-            if key not in wanted:
-                if label in kept:
-                    servers.append(kept[label])
-                continue
-            print(f"{label}:", flush=True)
-            result = measure_server(label, "before" if key == "before" else "kserve",
-                                    model_dir, protocols, users, clients, args, work,
-                                    empty_route=(key == "scann"))
-            if "empty_round_trip_ms_p50" in result:
-                reference["empty_round_trip_ms_p50"] = result.pop("empty_round_trip_ms_p50")
-            servers.append(result)
+            reference, reference_dir = {}, os.path.join(scann_copy, str(version))
+        plan = [("before", "before (http.server)", "before", scann_copy, ["v1"]),
+                ("scann", "kserve (ScaNN)", "kserve", scann_copy, ["v1", "v2"]),
+                ("exact", "kserve (exact)", "kserve", exact_copy, ["v1", "v2"])]
+        to_measure = [(label, kind, model_dir, protocols)
+                      for key, label, kind, model_dir, protocols in plan if key in wanted]
+        print("servers: " + ", ".join(p[0] for p in to_measure), flush=True)
+        measured = {r["server"]: r for r in measure_servers(
+            to_measure, users, clients, args, work, reference, reference_dir)}
+        for key, label, _, _, _ in plan:
+            if label in measured:
+                servers.append(measured[label])
+            elif label in kept:
+                servers.append(kept[label])
         for result in servers:
             result["model_dir"] = os.path.basename(result["model_dir"])
 
@@ -625,6 +672,7 @@ def main(argv=None) -> int:
         "model": f"{os.path.relpath(scann_dir, REPO)}/{version}",
         "max_seconds": args.seconds,
         "server_args": args.server_arg or [],
+        "nice": args.nice,
         "environment": {"cpus": os.cpu_count(), "machine": platform.machine(),
                         "python": platform.python_version(),
                         "load_start": round(load_start, 1),
