@@ -179,7 +179,7 @@ def test_the_component_keeps_a_fixed_gate_in_one_json_property():
     properties = _evaluator(GATE).exec_properties
     # The gate is one JSON property (no per-field properties locally).
     assert set(properties) == {"top_ks", "blessing_config", "diversity_feature", "rerank",
-                               "code_fingerprint", "max_eval_users"}
+                               "code_fingerprint", "max_eval_users", "serving_dir"}
     assert properties["blessing_config"] == json.dumps(dataclasses.asdict(GATE))
     with pytest.raises(ValueError, match="unknown metric 'recall@7'"):
         _evaluator(config.BlessingConfig(metric="recall@7"))
