@@ -511,6 +511,26 @@ def verdict(results: Dict[str, object]) -> List[Dict[str, str]]:
     return checks
 
 
+def summary_table(results: Dict[str, object]) -> List[str]:
+    """Before and after side by side: requests/s, p99 and errors per load."""
+    columns = [(s["server"], r["protocol"]) for s in results["servers"] for r in s["rows"]]
+    columns = list(dict.fromkeys(columns))
+    rows = {(r["server"], r["protocol"], r["clients"]): r
+            for s in results["servers"] for r in s["rows"]}
+    clients = sorted({r["clients"] for s in results["servers"] for r in s["rows"]})
+    lines = ["| clients | " + " | ".join(f"{s} {p}" for s, p in columns) + " |",
+             "|---:|" + "---:|" * len(columns)]
+    for n in clients:
+        cells = []
+        for server, protocol in columns:
+            r = rows.get((server, protocol, n))
+            cells.append("-" if r is None else
+                         f"{r['requests_per_s']:.0f} req/s, p99 {_fmt(r['p99_ms'])} ms"
+                         + (f", **{r['errors']} errors**" if r["errors"] else ""))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(results: Dict[str, object]) -> List[str]:
     env = results["environment"]
     lines = [
@@ -525,6 +545,12 @@ def report(results: Dict[str, object]) -> List[str]:
         f"ends after a set number of requests per client or {results['max_seconds']:.0f} s. "
         "Latency of the answered requests, in ms; requests/s counts answers with "
         "status 200.",
+        "",
+    ]
+    lines += summary_table(results)
+    lines += [
+        "",
+        "Every load:",
         "",
         "| server | protocol | clients | requests | req/s | p50 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|---|",
