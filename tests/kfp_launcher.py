@@ -186,14 +186,18 @@ class Launcher:
     image: run every container task inside this image with buildah
       (`mounts` are bound at the same paths); None: in this machine's
       environment, with `python` from `python_bin`'s directory.
-    parallel: tasks run at once at most.
+    parallel: tasks of this run at once at most.
+    slots: a semaphore every task process holds while it runs, shared by
+      launchers that run side by side (so that together they run no more
+      processes than it allows); None: no limit but `parallel`.
     env: extra environment of every task.
     """
 
     def __init__(self, spec_path: str, store_dir: str, pipeline_root: Optional[str] = None,
                  image: Optional[str] = None, mounts: Sequence[str] = (),
                  parallel: int = 1, env: Optional[Dict[str, str]] = None,
-                 python_bin: str = sys.executable):
+                 python_bin: str = sys.executable,
+                 slots: Optional[threading.Semaphore] = None):
         self.spec, default_root, self.backend = load_spec(spec_path)
         self.pipeline_root = pipeline_root or default_root
         if not self.pipeline_root:
@@ -203,6 +207,7 @@ class Launcher:
         self.image = image
         self.mounts = list(mounts)
         self.parallel = max(1, parallel)
+        self.slots = slots
         self.env = dict(env or {})
         self.bin_dir = os.path.dirname(os.path.abspath(python_bin))
         self._check_backend_rules()
@@ -244,6 +249,17 @@ class Launcher:
             if unknown:
                 raise LaunchError(f"task {name} depends on unknown {sorted(unknown)}")
             self._upstream[name] = upstream
+        # Of the tasks ready at once, those with the most tasks after them
+        # start first (a scheduling choice: a backend promises no order).
+        downstream = {name: set() for name in tasks}
+        for name in tasks:
+            stack = list(self._upstream[name])
+            while stack:
+                upstream = stack.pop()
+                if name not in downstream[upstream]:
+                    downstream[upstream].add(name)
+                    stack.extend(self._upstream[upstream])
+        self._priority = {name: (-len(downstream[name]), name) for name in tasks}
         order, done = [], set()
         while len(order) < len(tasks):
             ready = sorted(n for n in tasks if n not in done and self._upstream[n] <= done)
@@ -290,8 +306,9 @@ class Launcher:
         with futures.ThreadPoolExecutor(self.parallel) as pool:
             while pending or running:
                 if failure is None:
-                    for name in [n for n in pending
-                                 if self._upstream[n] <= set(results)][:self.parallel - len(running)]:
+                    ready = sorted((n for n in pending if self._upstream[n] <= set(results)),
+                                   key=self._priority.get)
+                    for name in ready[:self.parallel - len(running)]:
                         pending.remove(name)
                         running[pool.submit(self._run_task, name, run_id, root_values,
                                             results)] = name
@@ -450,13 +467,19 @@ class Launcher:
         else:
             env = dict(os.environ, PATH=self.bin_dir + os.pathsep + os.environ["PATH"],
                        TMPDIR=scratch, **self.env)
-        started = time.monotonic()
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       cwd=scratch if not self.image else None)
-            peak = _PeakMemory(process.pid)
-            process.wait()
-            peak.stop()
+        if self.slots is not None:
+            self.slots.acquire()
+        try:
+            started = time.monotonic()
+            with open(log_path, "wb") as log:
+                process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                           env=env, cwd=scratch if not self.image else None)
+                peak = _PeakMemory(process.pid)
+                process.wait()
+                peak.stop()
+        finally:
+            if self.slots is not None:
+                self.slots.release()
         result.seconds += time.monotonic() - started
         result.max_rss_mb = max(result.max_rss_mb, peak.mb)
         shutil.rmtree(scratch, ignore_errors=True)
