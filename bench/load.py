@@ -512,7 +512,7 @@ def verdict(results: Dict[str, object]) -> List[Dict[str, str]]:
 
 
 def summary_table(results: Dict[str, object]) -> List[str]:
-    """Before and after side by side: requests/s, p99 and errors per load."""
+    """Before and after side by side: requests/s, p50 / p99 and errors per load."""
     columns = [(s["server"], r["protocol"]) for s in results["servers"] for r in s["rows"]]
     columns = list(dict.fromkeys(columns))
     rows = {(r["server"], r["protocol"], r["clients"]): r
@@ -525,7 +525,8 @@ def summary_table(results: Dict[str, object]) -> List[str]:
         for server, protocol in columns:
             r = rows.get((server, protocol, n))
             cells.append("-" if r is None else
-                         f"{r['requests_per_s']:.0f} req/s, p99 {_fmt(r['p99_ms'])} ms"
+                         f"{r['requests_per_s']:.0f} req/s, {_fmt(r['p50_ms'])} / "
+                         f"{_fmt(r['p99_ms'])} ms"
                          + (f", **{r['errors']} errors**" if r["errors"] else ""))
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines
@@ -547,6 +548,7 @@ def report(results: Dict[str, object]) -> List[str]:
         "status 200.",
         "",
     ]
+    lines += ["Requests/s, p50 / p99 latency and errors of each load:", ""]
     lines += summary_table(results)
     lines += [
         "",
