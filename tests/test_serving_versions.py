@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tfx_recsys.components.scann_pusher import publishing
+from tfx_recsys import storage
 from tfx_recsys.serving import batching, deploy
 from tfx_recsys.serving.batching import BatchingSettings, MicroBatcher
 from tfx_recsys.serving.protocol import Batch, RequestError
@@ -346,7 +346,7 @@ def test_rollback_refuses_a_broken_exact_twin_too(two_versions, capsys):
 
 
 class _FullDisk:
-    """shutil for publishing, whose copytree runs out of space in its
+    """shutil for tfx_recsys.storage, whose copytree runs out of space in its
     `fail_on_call`-th call, halfway through (one file already written)."""
 
     def __init__(self, fail_on_call):
@@ -374,7 +374,7 @@ class _FullDisk:
 def test_rollback_on_a_full_disk_changes_nothing(two_versions, capsys, fail_on_call):
     """The first copy fails (nothing staged yet), or the last (two staged)."""
     before = _tree(two_versions)
-    with mock.patch.object(publishing, "shutil", _FullDisk(fail_on_call)):
+    with mock.patch.object(storage, "shutil", _FullDisk(fail_on_call)):
         assert rollback(two_versions, "--to", "100") == 1
     err = capsys.readouterr().err
     assert "nothing was changed" in err and "No space left on device" in err
@@ -392,7 +392,7 @@ def test_a_failed_rename_takes_back_the_versions_already_published(two_versions,
         return real(src, dst)
 
     before = _tree(two_versions)
-    with mock.patch.object(publishing.os, "rename", rename):
+    with mock.patch.object(storage.os, "rename", rename):
         assert rollback(two_versions, "--to", "100") == 1
     assert "nothing was changed" in capsys.readouterr().err
     assert _tree(two_versions) == before

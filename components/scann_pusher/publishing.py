@@ -17,7 +17,6 @@ volume or bucket prefix to mount or grant.
 
 import json
 import os
-import shutil
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -94,12 +93,12 @@ def republish(model_dir: str, source_version: int, version: int) -> str:
     version: the old model comes back as the newest one.
     """
     source = os.path.join(model_dir, str(source_version))
-    if not os.path.isdir(source):
+    if not storage.isdir(source):
         raise FileNotFoundError(f"no version {source_version} in {model_dir}; "
                                 f"there are {versions(model_dir)}")
     staged = staging_dir(model_dir, version)
-    os.rmdir(staged)
-    shutil.copytree(source, staged)
+    storage.rmtree(staged)
+    storage.copytree(source, staged)
     return publish(staged, model_dir, version)
 
 
@@ -116,7 +115,7 @@ def republish_together(model_dirs: Dict[str, str], source_version: int, version:
     were. Returns {role: published path}.
     """
     roles = [role for role in order if role in model_dirs
-             and os.path.isdir(os.path.join(model_dirs[role], str(source_version)))]
+             and storage.isdir(os.path.join(model_dirs[role], str(source_version)))]
     if not roles:
         raise FileNotFoundError(f"no version {source_version} in any of "
                                 f"{sorted(model_dirs.values())}")
@@ -125,16 +124,16 @@ def republish_together(model_dirs: Dict[str, str], source_version: int, version:
     try:
         for role in roles:
             staged[role] = staging_dir(model_dirs[role], version)
-            os.rmdir(staged[role])
-            shutil.copytree(os.path.join(model_dirs[role], str(source_version)),
-                            staged[role])
+            storage.rmtree(staged[role])
+            storage.copytree(os.path.join(model_dirs[role], str(source_version)),
+                             staged[role])
         for role in roles:
             published[role] = publish(staged[role], model_dirs[role], version)
     except BaseException:
         for role, path in published.items():
-            os.rename(path, staged[role])
+            storage.rename(path, staged[role])
         for path in staged.values():
-            shutil.rmtree(path, ignore_errors=True)
+            storage.rmtree(path, ignore_errors=True)
         raise
     return published
 
