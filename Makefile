@@ -110,17 +110,18 @@ image: setup
 	    --build-arg SOURCE_FINGERPRINT=$$source \
 	    $${base:+--build-arg BASE_IMAGE=$$base} \
 	    $$( [ -f "$$ca" ] && echo "-v $$ca:/run/host-ca.crt:ro --build-arg CA_BUNDLE=/run/host-ca.crt" ) \
-	    $$( [ -d "$$cache" ] && echo "-v $$cache:/run/uv-cache --build-arg UV_CACHE_DIR=/run/uv-cache" ) \
+	    $$( [ -d "$$cache" ] && echo "-v $$cache:/run/uv-cache --build-arg UV_CACHE_MOUNT=/run/uv-cache" ) \
 	    .
 	podman image ls $(IMAGE)
 
 # An equivalent of the public python:3.11 image from Debian's mirror alone
-# (no registry needed): Debian 12 with its Python 3.11, venv, CA certificates
-# and g++ (for the glibc compatibility step the Dockerfile runs).
+# (no registry needed): Debian 12 with its Python 3.11 (headers and venv
+# included, as the Python images have them), CA certificates and g++ (for the
+# lock's one native sdist and the glibc compatibility step).
 image-base:
 	mkdir -p build
 	mmdebstrap --variant=minbase \
-	    --include=python3.11,python3.11-venv,ca-certificates,g++ \
+	    --include=python3.11,python3.11-dev,python3.11-venv,ca-certificates,g++ \
 	    bookworm build/base.tar $(DEBIAN_MIRROR)
 	podman import --change 'CMD ["python3.11"]' build/base.tar $(LOCAL_BASE)
 	rm -f build/base.tar
