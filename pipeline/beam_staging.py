@@ -16,7 +16,7 @@ component, and a day of test and benchmark runs filled the disk.
 runner is a local one and leaves every other runner (Dataflow, Flink, Spark)
 with TFX's own behaviour. A remote runner's workers need this package too,
 which that sdist does not hold: give them --setup_file or a container image
-(see local_runner.beam_args), and TFX then builds nothing either.
+(see beam_options.beam_args), and TFX then builds nothing either.
 """
 
 import contextlib

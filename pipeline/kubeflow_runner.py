@@ -142,7 +142,7 @@ def image_source_fingerprint(repo_root: str = config.REPO_ROOT) -> str:
 # Beam inside each component's pod: in-process FnApiRunner (the DirectRunner
 # would first try to download Prism at run time). Pass other options (e.g.
 # DataflowRunner and its settings) through beam_pipeline_args / --beam-arg.
-from tfx_recsys.pipeline.local_runner import DEFAULT_BEAM_ARGS  # noqa: E402  light
+from tfx_recsys.pipeline.beam_options import DEFAULT_BEAM_ARGS  # noqa: E402  light
 
 # Runtime parameter name -> (type, description). Each replaces the
 # create_pipeline() setting of the same name (pipeline.RUNTIME_SETTINGS);

@@ -1,6 +1,6 @@
 """Runs one component of a compiled pipeline in a process of its own.
 
-The child side of local_runner's process-per-component mode: the parent,
+The child side of the process-per-component mode (component_processes.py): the parent,
 which imports neither TensorFlow nor TFX's runtime, first starts
 `python -m tfx_recsys.pipeline.node_process --compile ARGS RUN_ID IR RESULT`
 to build the pipeline from create_pipeline()'s pickled arguments and write

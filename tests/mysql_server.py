@@ -272,7 +272,7 @@ def two_worker_run_on_mariadb(mariadb, tiny_data, tmp_path_factory):
     """tiny_run's pipeline (conftest.py) with its ML Metadata in MariaDB and
     Beam on BEAM_WORKERS worker processes."""
     from tfx_recsys import config
-    from tfx_recsys.pipeline import local_runner
+    from tfx_recsys.pipeline import beam_options, local_runner
 
     mariadb.create_database("pipeline")
     url = mariadb.tcp_url("pipeline")
@@ -281,7 +281,7 @@ def two_worker_run_on_mariadb(mariadb, tiny_data, tmp_path_factory):
     with BeamWorkerWatch() as workers:
         paths = local_runner.run(
             tiny_data, root, metadata=url,
-            beam_pipeline_args=local_runner.beam_args("multi_processing", BEAM_WORKERS),
+            beam_pipeline_args=beam_options.beam_args("multi_processing", BEAM_WORKERS),
             training=config.TwoTowerConfig(epochs=5, batch_size=256),
             top_ks=(5, 10, 50), blessing=config.BlessingConfig(metric="recall@10"))
     return SharedRun(paths, url, BEAM_WORKERS, workers, time.monotonic() - started)

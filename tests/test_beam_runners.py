@@ -1,4 +1,4 @@
-"""Beam options of a run (local_runner.beam_args) and a run on two Beam worker
+"""Beam options of a run (beam_options.beam_args) and a run on two Beam worker
 processes compared with the in-memory one (tiny_run).
 
 The two-worker run is mysql_server's shared run (its ML Metadata is on
@@ -18,8 +18,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 from tfx_recsys import examples_io, run_summary
 from conftest import tfx_sdists_under
-from tfx_recsys.pipeline import beam_staging, local_runner
-from tfx_recsys.pipeline.local_runner import beam_args
+from tfx_recsys.pipeline import beam_options, beam_staging, local_runner, metadata_store
+from tfx_recsys.pipeline.beam_options import beam_args
 
 pytest_plugins = ["mysql_server"]  # the fixture two_worker_run_on_mariadb
 
@@ -29,9 +29,9 @@ pytest_plugins = ["mysql_server"]  # the fixture two_worker_run_on_mariadb
 
 
 def test_in_memory_is_the_default():
-    assert beam_args() == list(local_runner.DEFAULT_BEAM_ARGS)
+    assert beam_args() == list(beam_options.DEFAULT_BEAM_ARGS)
     assert beam_args("in_memory", workers=1, extra=["--max_num_records=5"]) == \
-        list(local_runner.DEFAULT_BEAM_ARGS) + ["--max_num_records=5"]
+        list(beam_options.DEFAULT_BEAM_ARGS) + ["--max_num_records=5"]
 
 
 def test_multi_processing_options_are_what_beam_reads():
@@ -43,7 +43,7 @@ def test_multi_processing_options_are_what_beam_reads():
 
 
 def test_multi_processing_defaults_to_one_worker_per_cpu(monkeypatch):
-    monkeypatch.setattr(local_runner.os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(beam_options.os, "cpu_count", lambda: 6)
     assert "--direct_num_workers=6" in beam_args("multi_processing")
 
 
@@ -76,7 +76,7 @@ def test_bad_options_are_refused_clearly(kwargs, message):
 
 
 @pytest.mark.parametrize("args, name, stages", [
-    (list(local_runner.DEFAULT_BEAM_ARGS), "FnApiRunner", False),
+    (list(beam_options.DEFAULT_BEAM_ARGS), "FnApiRunner", False),
     (beam_args("multi_processing", 2), "FnApiRunner", False),
     (["--direct_num_workers=1"], None, False),  # Beam's default: DirectRunner
     (["--runner", "apache_beam.runners.direct.DirectRunner"], "DirectRunner", False),
@@ -94,7 +94,7 @@ def test_local_runners_get_no_tfx_sdist_and_remote_ones_still_do(tmp_path, monke
     from tfx.utils import dependency_utils
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    local = list(local_runner.DEFAULT_BEAM_ARGS)
+    local = list(beam_options.DEFAULT_BEAM_ARGS)
     remote = ["--runner=DataflowRunner", "--project=p"]
     tfx_flags = dependency_utils.make_beam_dependency_flags
     with beam_staging.tfx_sdist_only_for_remote_runners():
@@ -116,7 +116,7 @@ def test_a_run_leaves_no_tfx_sdist_in_the_temp_dir(tiny_run, tiny_run_temp_dir):
 
 
 def _store(run):
-    return metadata_store.MetadataStore(local_runner.connection_config(run.metadata_url))
+    return metadata_store.MetadataStore(metadata_store.connection_config(run.metadata_url))
 
 
 def _evaluation(store):

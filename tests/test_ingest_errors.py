@@ -210,11 +210,11 @@ def test_run_with_an_unreadable_file(data, tmp_path, monkeypatch, capsys):
 
 
 def test_a_second_run_on_the_same_root_is_one_line(tiny_data, tmp_path):
-    from tfx_recsys.pipeline import local_runner
+    from tfx_recsys.pipeline import run_lock
 
     root = tmp_path / "root"
     root.mkdir()
-    with open(root / local_runner.LOCK_FILE, "w") as lock:
+    with open(root / run_lock.LOCK_FILE, "w") as lock:
         lock.write('{"run_id": "r1", "pid": 123, "host": "h"}\n')
         lock.flush()
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,8 +9,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from tfx_recsys import run_summary
-from tfx_recsys.pipeline import local_runner
-from tfx_recsys.pipeline.local_runner import MetadataLocation, parse_metadata
+from tfx_recsys.pipeline import local_runner, metadata_store as store_location
+from tfx_recsys.pipeline.metadata_store import MetadataLocation, parse_metadata
 
 COMPONENTS = {"InteractionsExampleGen", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "Transform", "Trainer", "RetrievalEvaluator",
@@ -94,7 +94,7 @@ def test_mysql_connection_config_fields():
 
 
 def test_the_password_comes_from_the_environment_when_the_url_has_none():
-    environ = {local_runner.PASSWORD_ENV: "from-env"}
+    environ = {store_location.PASSWORD_ENV: "from-env"}
     assert parse_metadata("mysql://ml@db/mlmd").connection_config(
         environ=environ).mysql.password == "from-env"
     assert parse_metadata("mysql://ml:in-url@db/mlmd").connection_config(
@@ -104,21 +104,21 @@ def test_the_password_comes_from_the_environment_when_the_url_has_none():
 def test_sqlite_connection_config_of_a_root(tmp_path):
     root = str(tmp_path)
     with pytest.raises(FileNotFoundError, match="no ML Metadata store at"):
-        local_runner.connection_config(root)
-    created = local_runner.connection_config(root, create=True)
+        store_location.connection_config(root)
+    created = store_location.connection_config(root, create=True)
     assert created.sqlite.filename_uri == os.path.join(root, "metadata.sqlite")
     assert created.sqlite.connection_mode == SQLITE_MODES.READWRITE_OPENCREATE
     metadata_store.MetadataStore(created)  # creates the file
-    read = local_runner.connection_config(root)
+    read = store_location.connection_config(root)
     assert read.sqlite.connection_mode == SQLITE_MODES.READWRITE
     # A SQLite file given directly works the same.
-    assert local_runner.connection_config(read.sqlite.filename_uri) == read
+    assert store_location.connection_config(read.sqlite.filename_uri) == read
 
 
 def test_a_root_remembers_its_mysql_store(tmp_path):
-    with open(tmp_path / local_runner.METADATA_URL_FILE, "w") as f:
+    with open(tmp_path / store_location.METADATA_URL_FILE, "w") as f:
         f.write("mysql://ml@db:3307/mlmd\n")
-    config = local_runner.connection_config(str(tmp_path))
+    config = store_location.connection_config(str(tmp_path))
     assert (config.mysql.host, config.mysql.port, config.mysql.database) == ("db", 3307, "mlmd")
 
 
@@ -138,10 +138,10 @@ def test_without_mariadb_the_fixture_fails_and_says_how_to_install_it(tmp_path,
 def test_mlmd_reaches_the_server_over_tcp_and_the_socket(mariadb):
     mariadb.create_database("transport")
     over_tcp = metadata_store.MetadataStore(
-        local_runner.connection_config(mariadb.tcp_url("transport"), create=True))
+        store_location.connection_config(mariadb.tcp_url("transport"), create=True))
     over_tcp.put_artifact_type(metadata_store_pb2.ArtifactType(name="Probe"))
     over_socket = metadata_store.MetadataStore(
-        local_runner.connection_config(mariadb.socket_url("transport")))
+        store_location.connection_config(mariadb.socket_url("transport")))
     assert over_socket.get_artifact_type("Probe").name == "Probe"
     # MLMD's tables are really on the server.
     assert mariadb.sql("SELECT name FROM transport.Type WHERE name = 'Probe'") == [["Probe"]]
@@ -150,10 +150,10 @@ def test_mlmd_reaches_the_server_over_tcp_and_the_socket(mariadb):
 def test_a_wrong_password_or_a_missing_database_fails(mariadb):
     wrong = f"mysql://{mariadb.user}:wrong@127.0.0.1:{mariadb.port}/{mariadb.database}"
     with pytest.raises(RuntimeError, match="mysql_real_connect failed"):
-        metadata_store.MetadataStore(local_runner.connection_config(wrong))
+        metadata_store.MetadataStore(store_location.connection_config(wrong))
     # Readers do not create a database that is not there.
     with pytest.raises(RuntimeError, match="Unknown database 'never_created'"):
-        metadata_store.MetadataStore(local_runner.connection_config(
+        metadata_store.MetadataStore(store_location.connection_config(
             mariadb.socket_url("never_created")))
     assert ["never_created"] not in mariadb.sql("SHOW DATABASES")
 
@@ -179,10 +179,10 @@ def test_pipeline_run_with_its_metadata_on_mariadb(two_worker_run_on_mariadb, ma
 
     # No SQLite store; the root names the server, without the password.
     assert not os.path.exists(run.paths.metadata_path)
-    with open(os.path.join(root, local_runner.METADATA_URL_FILE)) as f:
+    with open(os.path.join(root, store_location.METADATA_URL_FILE)) as f:
         assert f.read().strip() == mariadb.tcp_url("pipeline", password=False)
 
-    store = metadata_store.MetadataStore(local_runner.connection_config(run.metadata_url))
+    store = metadata_store.MetadataStore(store_location.connection_config(run.metadata_url))
     # Every node the run started has one execution, completed; the known
     # components are among them.
     node_type = store.get_context_type("node")
@@ -204,6 +204,6 @@ def test_pipeline_run_with_its_metadata_on_mariadb(two_worker_run_on_mariadb, ma
 
     # Readers given only the root find the same store (the password from
     # the environment, as the recorded URL has none).
-    monkeypatch.setenv(local_runner.PASSWORD_ENV, mariadb.password)
-    again = metadata_store.MetadataStore(local_runner.connection_config(root))
+    monkeypatch.setenv(store_location.PASSWORD_ENV, mariadb.password)
+    again = metadata_store.MetadataStore(store_location.connection_config(root))
     assert {e.id for e in again.get_executions()} == {e.id for e in store.get_executions()}

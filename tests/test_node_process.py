@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tfx_recsys.pipeline import local_runner, node_process
+from tfx_recsys.pipeline import component_processes, local_runner, node_process, run_lock
 
 
 def test_auto_mode_goes_by_the_size_of_the_data(tmp_path):
@@ -26,12 +26,12 @@ def test_a_pipeline_that_does_not_compile_fails_with_its_own_error(tiny_data, tm
         local_runner.run(tiny_data, str(tmp_path), process_per_component=True,
                          not_a_setting=1)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".nodes-")]
-    assert (tmp_path / local_runner.LOCK_FILE).read_text().strip() == "{}"  # run over
+    assert (tmp_path / run_lock.LOCK_FILE).read_text().strip() == "{}"  # run over
 
 
 def test_a_component_process_that_leaves_no_result_is_reported(tmp_path):
     with pytest.raises(RuntimeError, match="Trainer ended without a result"):
-        local_runner._read_node_result(str(tmp_path / "missing"), "Trainer")
+        component_processes.read_node_result(str(tmp_path / "missing"), "Trainer")
 
 
 def test_errors_cross_the_process_boundary_as_they_were():

@@ -240,12 +240,12 @@ def test_runs_with_nothing_changed_reuse_the_cache_and_push_nothing_new(tiny_run
 _RUN_PER_COMPONENT = """
 import json, logging, sys
 from tfx_recsys import config
-from tfx_recsys.pipeline import local_runner
+from tfx_recsys.pipeline import component_processes, local_runner
 
 children = []
 class Children(logging.Handler):
     def emit(self, record):
-        if record.msg == local_runner.CHILD_PROCESS_MESSAGE:
+        if record.msg == component_processes.CHILD_PROCESS_MESSAGE:
             children.append(record.args[0])
 logging.getLogger("absl").setLevel(logging.INFO)
 logging.getLogger("absl").addHandler(Children())

@@ -1,10 +1,10 @@
 """A run killed with SIGKILL mid-component, then run again in a fresh process.
 
-What TFX 1.21's LocalDagRunner does (see local_runner's notes): the killed
+What TFX 1.21's LocalDagRunner does (see run_lock's notes): the killed
 component's execution stays RUNNING in ML Metadata and its output directory
 stays on disk, but its outputs were never published, so the next run cannot
 use them; it registers a new execution under its own pipeline_run context and
-takes the finished components from the cache. local_runner then marks the
+takes the finished components from the cache. run_lock then marks the
 dead run's RUNNING execution FAILED and removes its partial outputs.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from tfx_recsys.pipeline import local_runner
+from tfx_recsys.pipeline import metadata_store, run_lock
 
 State = metadata_store_pb2.Execution
 KILL_AT = "Trainer"  # killed once its executor has started
@@ -99,7 +99,7 @@ def test_a_run_killed_mid_component_resumes_from_the_cache(tiny_data, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-    connection = local_runner.connection_config(root)
+    connection = metadata_store.connection_config(root)
 
     # What the kill left: the component RUNNING, its output directories, the
     # lock file naming the dead run, and the components before it COMPLETE.
@@ -110,7 +110,7 @@ def test_a_run_killed_mid_component_resumes_from_the_cache(tiny_data, tmp_path):
     assert not [e for e in store.get_events_by_execution_ids([killed.id])
                 if e.type == metadata_store_pb2.Event.OUTPUT]  # nothing published
     assert partial_outputs and all(p.endswith(f"/{killed.id}") for p in partial_outputs)
-    with open(os.path.join(root, local_runner.LOCK_FILE)) as f:
+    with open(os.path.join(root, run_lock.LOCK_FILE)) as f:
         assert json.load(f)["run_id"] == killed_run
     finished = sorted(node for node, [e] in nodes.items()
                       if e.last_known_state == State.COMPLETE)
@@ -133,7 +133,7 @@ def test_a_run_killed_mid_component_resumes_from_the_cache(tiny_data, tmp_path):
     # The dead run's execution is FAILED, saying why; its partial outputs are gone.
     [killed] = first[KILL_AT]
     assert killed.last_known_state == State.FAILED
-    assert "abandoned" in killed.custom_properties[local_runner.ABANDONED_PROPERTY].string_value
+    assert "abandoned" in killed.custom_properties[run_lock.ABANDONED_PROPERTY].string_value
     assert not any(os.path.exists(p) for p in partial_outputs)
 
     # Every component that had finished is reused from the cache...
@@ -161,7 +161,7 @@ def test_a_run_killed_mid_component_resumes_from_the_cache(tiny_data, tmp_path):
     # Nothing is left RUNNING, and the lock file says no run is in progress.
     assert not [e for e in store.get_executions()
                 if e.last_known_state in (State.NEW, State.RUNNING)]
-    with open(os.path.join(root, local_runner.LOCK_FILE)) as f:
+    with open(os.path.join(root, run_lock.LOCK_FILE)) as f:
         assert json.load(f) == {}
 
 
@@ -188,7 +188,7 @@ def _fake_run(store, run_id, node_id, state):
 
 
 def test_only_the_dead_runs_unfinished_executions_are_failed(tmp_path):
-    connection = local_runner.connection_config(str(tmp_path), create=True)
+    connection = metadata_store.connection_config(str(tmp_path), create=True)
     store = metadata_store.MetadataStore(connection)
     done = _fake_run(store, "dead", "Transform", State.COMPLETE)
     dead = _fake_run(store, "dead", "Trainer", State.RUNNING)
@@ -199,27 +199,27 @@ def test_only_the_dead_runs_unfinished_executions_are_failed(tmp_path):
                      f"Trainer/.system/executor_execution/{execution_id}/.temp"):
             (pipeline_root / path).mkdir(parents=True)
 
-    assert local_runner.fail_abandoned_executions(
+    assert run_lock.fail_abandoned_executions(
         connection, "dead", str(pipeline_root), "abandoned: test") == [dead]
     states = {e.id: e.last_known_state for e in store.get_executions()}
     assert states == {done: State.COMPLETE, dead: State.FAILED, alive: State.RUNNING}
     [failed] = store.get_executions_by_id([dead])
-    assert failed.custom_properties[local_runner.ABANDONED_PROPERTY].string_value == \
+    assert failed.custom_properties[run_lock.ABANDONED_PROPERTY].string_value == \
         "abandoned: test"
     assert sorted(p.name for p in (pipeline_root / "Trainer/model").iterdir()) == [str(alive)]
     assert not (pipeline_root / f"Trainer/.system/executor_execution/{dead}").exists()
     # A run that is not in the store, or a second call: nothing to do.
-    assert local_runner.fail_abandoned_executions(connection, "never", str(pipeline_root)) == []
-    assert local_runner.fail_abandoned_executions(connection, "dead", str(pipeline_root)) == []
+    assert run_lock.fail_abandoned_executions(connection, "never", str(pipeline_root)) == []
+    assert run_lock.fail_abandoned_executions(connection, "dead", str(pipeline_root)) == []
 
 
 def test_one_run_at_a_time_per_root(tmp_path):
-    with local_runner._RunLock(str(tmp_path)) as lock:
+    with run_lock.RunLock(str(tmp_path)) as lock:
         lock.write({"run_id": "r1", "pid": 123, "host": "h"})
         with pytest.raises(RuntimeError,
                            match=r"another pipeline run is using .* \(run r1, process 123"):
-            with local_runner._RunLock(str(tmp_path)):
+            with run_lock.RunLock(str(tmp_path)):
                 pass
     # Released with the first one; what it recorded stays for the next run.
-    with local_runner._RunLock(str(tmp_path)) as lock:
+    with run_lock.RunLock(str(tmp_path)) as lock:
         assert lock.read() == {"run_id": "r1", "pid": 123, "host": "h"}

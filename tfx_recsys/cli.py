@@ -186,7 +186,7 @@ def cmd_run(args) -> int:
     with _stderr_to(log_path):
         from absl import logging as absl_logging
 
-        from tfx_recsys.pipeline import local_runner
+        from tfx_recsys.pipeline import beam_options, local_runner
     # TFX logs each component's start and end through absl at INFO; the
     # verbosity flag (not just the logger level) must say INFO, or a later
     # flag parse resets it.
@@ -214,7 +214,7 @@ def cmd_run(args) -> int:
             freshness_weight=args.freshness_weight,
             freshness_feature=args.freshness_feature, diversity=args.diversity,
             mmr_lambda=args.mmr_lambda, genre_cap=args.genre_cap)
-        beam = local_runner.beam_args(args.beam, args.workers, args.beam_arg or ())
+        beam = beam_options.beam_args(args.beam, args.workers, args.beam_arg or ())
         if args.max_eval_users < 0:
             raise ValueError(f"--max-eval-users must be >= 0 (0 = all), got "
                              f"{args.max_eval_users}")

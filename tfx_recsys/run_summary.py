@@ -18,9 +18,9 @@ def open_store(root: str):
     metadata.sqlite, or the MySQL/MariaDB store the root's runs recorded."""
     from ml_metadata.metadata_store import metadata_store
 
-    from tfx_recsys.pipeline import local_runner
+    from tfx_recsys.pipeline import metadata_store as store_location
 
-    return metadata_store.MetadataStore(local_runner.connection_config(root))
+    return metadata_store.MetadataStore(store_location.connection_config(root))
 
 
 def executions_of(store, component: str) -> List:
