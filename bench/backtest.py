@@ -90,7 +90,7 @@ def cut_interactions(rows: Sequence[Dict[str, str]], cut: str
     Uses InteractionsExampleGen's own split rules, so "future" means what
     the pipeline's eval split means.
     """
-    from tfx_recsys.components.interactions_example_gen import splitting
+    from tfx_recsys.data import splitting
 
     typed = [{"user_id": r["user_id"], "item_id": r["item_id"],
               "timestamp": int(r["timestamp"]), "row": i} for i, r in enumerate(rows)]

@@ -6,7 +6,7 @@ import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from tfx_recsys.components.anomalies_gate import executor, gate
-from tfx_recsys.data import native
+from tfx_recsys.errors import DataError
 
 
 def _anomalies(**features) -> anomalies_pb2.Anomalies:
@@ -23,7 +23,7 @@ def test_no_anomalies_passes():
 
 
 def test_anomalies_stop_with_one_line_each_naming_split_and_feature():
-    with pytest.raises(native.DataError) as raised:
+    with pytest.raises(DataError) as raised:
         gate.check({"train": _anomalies(age=("Unexpected data type",
                                               "Expected INT, got FLOAT")),
                     "eval": _anomalies(gender=("Column dropped",
@@ -50,5 +50,5 @@ def test_executor_reads_the_validator_report_of_each_split(tmp_path):
         os.makedirs(tmp_path / f"Split-{split}")
         (tmp_path / f"Split-{split}" / "SchemaDiff.pb").write_bytes(
             report.SerializeToString())
-    with pytest.raises(native.DataError, match="split 'eval': feature 'rating'"):
+    with pytest.raises(DataError, match="split 'eval': feature 'rating'"):
         executor.Executor().Do({"anomalies": [artifact]}, {}, {"schema_path": ""})

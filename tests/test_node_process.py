@@ -35,7 +35,7 @@ def test_a_component_process_that_leaves_no_result_is_reported(tmp_path):
 
 
 def test_errors_cross_the_process_boundary_as_they_were():
-    from tfx_recsys.data.native import DataError
+    from tfx_recsys.errors import DataError
 
     error = DataError("items.csv: 1 of 81 rows rejected")
     assert node_process._picklable(error) is error

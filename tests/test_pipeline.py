@@ -297,7 +297,7 @@ def test_anomalies_stop_the_run_before_transform_with_a_readable_summary(
     anomaly; Transform never runs."""
     from tfx_recsys import dataset_config
     from tfx_recsys.data import schema
-    from tfx_recsys.data.native import DataError
+    from tfx_recsys.errors import DataError
     from tfx_recsys.pipeline import local_runner
 
     dataset = dataset_config.load(dataset_config.builtin_path("synthetic"))

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfx_recsys import dataset_config as dc
-from tfx_recsys.components.interactions_example_gen import splitting
+from tfx_recsys.data import splitting
 
 
 def _interaction(item, timestamp, user="u1"):

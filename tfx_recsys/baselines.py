@@ -45,8 +45,7 @@ import scipy.sparse as sp
 
 from tfx_recsys import dataset_config as dc
 from tfx_recsys import errors, metrics
-from tfx_recsys.components.interactions_example_gen import splitting
-from tfx_recsys.data import ingest, tables
+from tfx_recsys.data import ingest, splitting, tables
 
 DEFAULT_EASE_L2 = 500.0
 DEFAULT_EASE_MAX_ITEMS = 20_000

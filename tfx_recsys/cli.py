@@ -145,14 +145,14 @@ def _resolve_dataset(args, data_dir: str):
     """
     import dataclasses
 
-    from tfx_recsys.data import native
+    from tfx_recsys.data import tables
 
     dataset = _load_dataset(
         args.dataset or (MOVIELENS if args.data == MOVIELENS else SYNTHETIC))
     if args.split:
         dataset = dataclasses.replace(
             dataset, split=dataclasses.replace(dataset.split, kind=args.split))
-    native.validate_dataset(dataset, data_dir)
+    tables.validate_dataset(dataset, data_dir)
     print(f"dataset: {dataset.name} (split: {dataset.split.kind})")
     return dataset
 

@@ -5,7 +5,7 @@ No TFX here: each function takes tensorflow_metadata Anomalies protos.
 
 from typing import Dict, List
 
-from tfx_recsys.data import native
+from tfx_recsys.errors import DataError
 
 
 def anomaly_lines(anomalies) -> List[str]:
@@ -39,4 +39,4 @@ def check(anomalies_by_split: Dict[str, object], schema_path: str = "",
     parts.append("Fix the data (or the dataset config" + (
         f" and the schema {schema_path}" if schema_path else "")
         + ") and run again." + (f" Full report: {anomalies_uri}" if anomalies_uri else ""))
-    raise native.DataError("\n".join(parts))
+    raise DataError("\n".join(parts))

@@ -37,7 +37,7 @@ from tfx.types import artifact_utils, standard_component_specs
 
 from tfx_recsys import config as pipeline_config
 from tfx_recsys import dataset_config as dc
-from tfx_recsys.components.interactions_example_gen import splitting
+from tfx_recsys.data import splitting
 from tfx_recsys.data import ingest, tables
 
 # Keys of the component (component.py imports them from here).

@@ -21,10 +21,6 @@ import os
 from collections import abc
 from typing import Dict, Iterable, Mapping, Sequence, Tuple, Union
 
-from tfx_recsys.data.tables import validate_dataset  # noqa: F401  (the CLI's check)
-# DataError lives in tfx_recsys.errors; these names stay importable from
-# here until the callers outside the data layer import it from there.
-from tfx_recsys.errors import DataError, location  # noqa: F401
 
 INTERACTIONS_FILE = "interactions.csv"
 USERS_FILE = "users.csv"

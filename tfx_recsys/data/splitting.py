@@ -1,4 +1,6 @@
-"""Pure rules of InteractionsExampleGen: the splits, behaviour features, examples.
+"""The temporal splits, behaviour features and examples of the interactions:
+the rules InteractionsExampleGen applies, and the baselines and benchmarks
+reuse.
 
 No TFX or Beam here, so each rule is unit-tested on plain Python values. An
 interaction is a row {user_id, item_id, timestamp, ...} (typed by
