@@ -13,6 +13,7 @@ import pytest
 
 from tfx_recsys import config, fingerprint
 from tfx_recsys.components.trainer_with_epochs import epochs as epochs_lib
+from tfx_recsys.components.trainer_with_epochs import executor
 
 CUSTOM_CONFIG = {"dataset": {"name": "synthetic"}, "code_fingerprint": "abc",
                  "epochs": 10, "learning_rate": 0.001}
@@ -204,14 +205,13 @@ def test_component_is_tfx_trainer_by_name_id_and_custom_config():
     assert json.loads(trainer.exec_properties["custom_config"]) == CUSTOM_CONFIG
     assert set(trainer.outputs) == {"model", "model_run"}
     assert trainer.exec_properties[fingerprint.CODE_FINGERPRINT_KEY] == \
-        fingerprint.component_fingerprint("Trainer")
+        fingerprint.component_fingerprint(executor.Executor)
 
 
 def test_the_executor_code_is_in_the_trainers_fingerprint():
-    sources = [fingerprint._source_path(m) for m in fingerprint.COMPONENT_SOURCES["Trainer"]]
-    from tfx_recsys.components.trainer_with_epochs import executor
-
-    assert any(os.path.dirname(executor.__file__) == s for s in sources)
+    closure = fingerprint.module_closure([executor.Executor.__module__])
+    assert "tfx_recsys.components.trainer_with_epochs.executor" in closure
+    assert "tfx_recsys.components.trainer_with_epochs.epochs" in closure
 
 
 def test_local_pipeline_trainers_take_epochs_from_custom_config(tmp_path):

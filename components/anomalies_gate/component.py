@@ -40,4 +40,4 @@ class AnomaliesGate(base_component.BaseComponent):
     def __init__(self, anomalies: types.BaseChannel, schema_path: str = ""):
         super().__init__(spec=AnomaliesGateSpec(
             anomalies=anomalies, schema_path=schema_path,
-            code_fingerprint=fingerprint.component_fingerprint("AnomaliesGate")))
+            code_fingerprint=fingerprint.component_fingerprint(executor.Executor)))

@@ -102,7 +102,7 @@ class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             dataset=config.to_json(),
             with_refit_examples=int(with_refit_examples),
-            code_fingerprint=fingerprint.component_fingerprint("InteractionsExampleGen"),
+            code_fingerprint=fingerprint.component_fingerprint(executor.Executor),
             examples=types.Channel(type=standard_artifacts.Examples),
             items=types.Channel(type=standard_artifacts.Examples),
             users=types.Channel(type=standard_artifacts.Examples),

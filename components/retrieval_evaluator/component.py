@@ -165,7 +165,7 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
             max_eval_users=max_eval_users,
             serving_dir=serving_dir,
-            code_fingerprint=fingerprint.component_fingerprint("RetrievalEvaluator"),
+            code_fingerprint=fingerprint.component_fingerprint(executor.Executor),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

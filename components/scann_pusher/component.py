@@ -102,6 +102,6 @@ class ScannPusher(base_component.BaseComponent):
             evaluated_ranking_model=evaluated_ranking_model,
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
             diversity_feature=diversity_feature,
-            code_fingerprint=fingerprint.component_fingerprint("ScannPusher"),
+            code_fingerprint=fingerprint.component_fingerprint(executor.Executor),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel))
         super().__init__(spec=spec)

@@ -2,9 +2,8 @@
 
 The class is named `Trainer`, like TFX's, on purpose: a node's default id and
 the last part of its ML Metadata execution type are the class name, and the
-pipeline's node id `Trainer`, the KFP task of that name, lineage's facts per
-execution type (lineage.py) and the fingerprint's COMPONENT_SOURCES key all
-go by it.
+pipeline's node id `Trainer`, the KFP task of that name and lineage's facts per
+execution type (lineage.py) all go by it.
 """
 
 from typing import Any, Dict, Optional, Union
@@ -21,10 +20,6 @@ from tfx.utils import json_utils
 from tfx_recsys import fingerprint
 from tfx_recsys.components.trainer_with_epochs import epochs as epochs_lib
 from tfx_recsys.components.trainer_with_epochs import executor
-
-# This component's key in fingerprint.COMPONENT_SOURCES (its class name).
-FINGERPRINT_NAME = "Trainer"
-
 
 class TrainerWithEpochsSpec(standard_component_specs.TrainerSpec):
     """TrainerSpec plus `epochs` and the executor's code fingerprint."""
@@ -89,7 +84,7 @@ class Trainer(trainer_component.Trainer):
                            if isinstance(custom_config, data_types.RuntimeParameter)
                            else json_utils.dumps(custom_config)),
             epochs=epochs,
-            code_fingerprint=fingerprint.component_fingerprint(FINGERPRINT_NAME),
+            code_fingerprint=fingerprint.component_fingerprint(executor.Executor),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun))
         base_component.BaseComponent.__init__(self, spec=spec)
