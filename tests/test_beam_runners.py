@@ -18,7 +18,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 from tfx_recsys import examples_io, run_summary
 from conftest import tfx_sdists_under
-from tfx_recsys.pipeline import beam_options, beam_staging, local_runner, metadata_store
+from tfx_recsys.pipeline import beam_options, beam_staging, local_runner
+from tfx_recsys.pipeline import metadata_store as store_location
 from tfx_recsys.pipeline.beam_options import beam_args
 
 pytest_plugins = ["mysql_server"]  # the fixture two_worker_run_on_mariadb
@@ -116,7 +117,7 @@ def test_a_run_leaves_no_tfx_sdist_in_the_temp_dir(tiny_run, tiny_run_temp_dir):
 
 
 def _store(run):
-    return metadata_store.MetadataStore(metadata_store.connection_config(run.metadata_url))
+    return metadata_store.MetadataStore(store_location.connection_config(run.metadata_url))
 
 
 def _evaluation(store):

@@ -20,7 +20,7 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from tfx_recsys.pipeline import metadata_store, run_lock
+from tfx_recsys.pipeline import metadata_store as store_location, run_lock
 
 State = metadata_store_pb2.Execution
 KILL_AT = "Trainer"  # killed once its executor has started
@@ -99,7 +99,7 @@ def test_a_run_killed_mid_component_resumes_from_the_cache(tiny_data, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-    connection = metadata_store.connection_config(root)
+    connection = store_location.connection_config(root)
 
     # What the kill left: the component RUNNING, its output directories, the
     # lock file naming the dead run, and the components before it COMPLETE.
@@ -188,7 +188,7 @@ def _fake_run(store, run_id, node_id, state):
 
 
 def test_only_the_dead_runs_unfinished_executions_are_failed(tmp_path):
-    connection = metadata_store.connection_config(str(tmp_path), create=True)
+    connection = store_location.connection_config(str(tmp_path), create=True)
     store = metadata_store.MetadataStore(connection)
     done = _fake_run(store, "dead", "Transform", State.COMPLETE)
     dead = _fake_run(store, "dead", "Trainer", State.RUNNING)
