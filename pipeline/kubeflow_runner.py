@@ -245,7 +245,6 @@ def compile_pipeline(
     from tfx import v1 as tfx
     from tfx import version as tfx_version
     from tfx.orchestration import data_types
-    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
     from tfx.utils import json_utils
 
     from tfx_recsys import dataset_config
@@ -316,12 +315,21 @@ def compile_pipeline(
 
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
-    # TFX's own writer, as runner.run() would call it: the .yaml holds the
-    # pipeline spec alone (with KFP's comment header), the .json the whole
-    # PipelineJob.
-    kubeflow_v2_dag_runner._write_pipeline_spec_to_file(  # pylint: disable=protected-access
-        job, f"tfx-recsys, compiled by tfx {tfx_version.__version__}", output_file)
+    _write_spec(job, output_file, f"tfx-recsys, compiled by tfx {tfx_version.__version__}")
     return output_file
+
+
+def _write_spec(job: dict, output_file: str, description: str) -> None:
+    """The .yaml holds the pipeline spec alone (what KFP's API and UI take),
+    the .json the whole PipelineJob (what Vertex takes), keys sorted."""
+    import yaml
+
+    with open(output_file, "w") as f:
+        if output_file.endswith((".yaml", ".yml")):
+            f.write(f"# {description}\n")
+            yaml.safe_dump(job["pipelineSpec"], f, sort_keys=True)
+        else:
+            json.dump(job, f, sort_keys=True)
 
 
 def _complete_spec(spec: dict, parameters: Iterable, pipeline_root: str) -> None:

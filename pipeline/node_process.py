@@ -36,13 +36,14 @@ COMPILE = "--compile"
 def compile_pipeline(pipeline_args: Dict[str, Any], run_id: str):
     """The IR (pipeline_pb2.Pipeline) of create_pipeline(**pipeline_args),
     with run id `run_id` substituted, as LocalDagRunner.run compiles it."""
-    from tfx.dsl.compiler import constants
-    from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
+    from tfx.dsl.compiler import compiler, constants
+    from tfx.orchestration.portable import runtime_parameter_utils
 
     from tfx_recsys.pipeline.pipeline import create_pipeline
 
-    ir = tfx_runner._make_pipeline_proto(  # pylint: disable=protected-access
-        create_pipeline(**pipeline_args))
+    # TFX's compiler, as LocalDagRunner.run uses it (our components declare
+    # no pip dependencies, the one other thing run() resolves first).
+    ir = compiler.Compiler().compile(create_pipeline(**pipeline_args))
     runtime_parameter_utils.substitute_runtime_parameter(
         ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     return ir
