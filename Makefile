@@ -38,7 +38,7 @@ $(STAMP): $(LOCK) setup.py tfx_recsys/platform_compat.py | $(UV)
 run: setup
 	$(VENV)/bin/recsys run
 
-test: setup system-packages
+test: setup system-packages flink-if-java
 	$(VENV_PY) -m pytest
 
 # Debian packages some tests need: a MariaDB server (ML Metadata on MySQL)
@@ -52,6 +52,44 @@ system-packages:
 	    || { apt-get update -q >/dev/null && \
 	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }; \
 	else echo "missing Debian packages: run 'sudo apt-get install $(SYSTEM_PACKAGES)'" >&2; exit 1; fi
+
+# Apache Flink for `recsys run --beam flink` (not part of `make setup`):
+# Flink 1.19.3 from PyPI (flink/requirements.txt, hash-checked, --no-deps)
+# into build/flink/python, and the classpath of Beam's Flink job server from
+# Maven Central (flink/pom.xml; Maven's strict checksums, then every jar's
+# sha256 against flink/jobserver.sha256) into build/flink/jobserver. Needs
+# Java 11+ and Maven: installed from Debian when missing (as root).
+# `make test` runs it where Java and Maven are (or can be) installed.
+FLINK_DIR   := build/flink
+FLINK_STAMP := $(FLINK_DIR)/.complete
+FLINK_DEBIAN_PACKAGES := openjdk-17-jre-headless maven
+.PHONY: flink flink-if-java
+
+flink: $(FLINK_STAMP)
+
+$(FLINK_STAMP): flink/requirements.txt flink/pom.xml flink/jobserver.sha256 | $(STAMP)
+	@if command -v java >/dev/null && command -v mvn >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(FLINK_DEBIAN_PACKAGES) >/dev/null \
+	    || { apt-get update -q >/dev/null && \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(FLINK_DEBIAN_PACKAGES) >/dev/null; }; \
+	else echo "missing Java/Maven: run 'sudo apt-get install $(FLINK_DEBIAN_PACKAGES)'" >&2; exit 1; fi
+	rm -rf $(FLINK_DIR)/python $(FLINK_DIR)/jobserver
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+	    --no-build-isolation --require-hashes --target $(FLINK_DIR)/python \
+	    -r flink/requirements.txt
+	mvn -B -q -C -f flink/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+	    -DoutputDirectory=$(abspath $(FLINK_DIR))/jobserver
+	cd $(FLINK_DIR)/jobserver && sha256sum --quiet --strict -c $(CURDIR)/flink/jobserver.sha256 \
+	    && test "$$(ls | wc -l)" = "$$(wc -l < $(CURDIR)/flink/jobserver.sha256)"
+	@touch $@
+
+# For `make test`: Flink where Java and Maven are or can be installed (root);
+# elsewhere the Flink test skips, saying so.
+flink-if-java:
+	@if { command -v java >/dev/null && command -v mvn >/dev/null; } || [ "$$(id -u)" = 0 ]; \
+	then $(MAKE) --no-print-directory flink; \
+	else echo "no Java/Maven: the Flink test will skip" >&2; fi
 
 # All benchmarks; each prints a table and writes bench/results/.
 bench: bench-quality bench-throughput bench-serving
