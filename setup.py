@@ -23,6 +23,8 @@ setup(
         "tfx_recsys.pipeline": "pipeline",
         "tfx_recsys.components": "components",
     },
+    # Files beside the code that it reads at run time.
+    package_data={"tfx_recsys.report": ["report.css"]},
     install_requires=[
         "tfx==1.21.0",
         "tensorflow==2.20.0",

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tfx_recsys import report
+from tfx_recsys.report import gather, render
 
 _CHOSEN_RING = 'r="9"'
 SECTIONS = ("header", "metrics", "slices", "scann", "lineage", "recommendations")
@@ -96,7 +97,7 @@ def _assert_self_contained(page: str) -> None:
 
 
 def test_full_page_has_every_section_and_the_figures():
-    page = report.render_report(_data())
+    page = render.render_report(_data())
     for section in SECTIONS:
         assert f'id="{section}"' in page
     header = _section_html(page, "header")
@@ -151,7 +152,7 @@ def test_every_text_is_escaped():
     user["items"][0]["title"] = evil
     user["items"][1]["item_id"] = evil
 
-    page = report.render_report(data)
+    page = render.render_report(data)
     assert "<script" not in page
     assert 'alert("x")' not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;q&quot;" in page
@@ -167,7 +168,7 @@ def test_refused_push_says_so_and_draws_no_lineage_or_recommendations():
     data["recommendations"] = None
     data["evaluation"]["blessing"].update(
         blessed=False, checks=["FAILED: recall@10 0.1 beats most_popular 0.36"])
-    page = report.render_report(data)
+    page = render.render_report(data)
 
     header = _section_html(page, "header")
     assert "not blessed" in header and '<li class="failed">' in header
@@ -182,7 +183,7 @@ def test_index_tuned_but_not_pushed_shows_trials_without_a_chosen_one():
     data = _data()
     data["push"].update(pushed=False, reason="no ScaNN setting reached recall@10 >= 0.95")
     data["push"]["tuning"]["chosen"] = None
-    page = report.render_report(data)
+    page = render.render_report(data)
     scann = _section_html(page, "scann")
     assert 'id="scann-chart"' in scann
     assert 'class="chosen"' not in scann and "(chosen)" not in scann
@@ -193,7 +194,7 @@ def test_index_tuned_but_not_pushed_shows_trials_without_a_chosen_one():
 def test_run_without_push_step_or_evaluation():
     data = _data()
     data.update(push=None, lineage_svg=None, recommendations=None, evaluation=None)
-    page = report.render_report(data)
+    page = render.render_report(data)
     assert "no push step in this run" in _section_html(page, "header")
     assert "No push step in this run" in _section_html(page, "scann")
     assert "No evaluation in this run." in _section_html(page, "metrics")
@@ -203,7 +204,7 @@ def test_run_without_push_step_or_evaluation():
 def test_no_previous_blessed_model_drops_that_column():
     data = _data()
     data["evaluation"]["last_blessed"] = None
-    page = report.render_report(data)
+    page = render.render_report(data)
     metrics = _section_html(page, "metrics")
     assert "last blessed" not in metrics.replace("No previously blessed", "")
     assert "No previously blessed model to compare with." in metrics
@@ -214,12 +215,12 @@ def test_recommendation_error_is_shown_not_raised():
     data = _data()
     data["recommendations"] = {"model_dir": None, "k": 10, "users": [],
                                "error": "the pushed model is no longer on disk"}
-    recs = _section_html(report.render_report(data), "recommendations")
+    recs = _section_html(render.render_report(data), "recommendations")
     assert "Could not ask the pushed model: the pushed model is no longer on disk" in recs
 
 
 def test_minimal_data_renders():
-    page = report.render_report({"run": {"id": "r1"}})
+    page = render.render_report({"run": {"id": "r1"}})
     for section in SECTIONS:
         assert f'id="{section}"' in page
 
@@ -241,11 +242,29 @@ def test_tuning_file_name_is_the_pushers():
         tree = ast.parse(f.read())
     [value] = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
                and [getattr(t, "id", None) for t in node.targets] == ["TUNING_FILE"]]
-    assert report.TUNING_FILE == value
+    assert gather.TUNING_FILE == value
+
+
+def test_stylesheet_ships_as_package_data():
+    # render.py reads report.css at run time: an installed (not editable)
+    # package has it only if setup.py names it.
+    import ast
+
+    from tfx_recsys import config
+
+    with open(os.path.join(config.REPO_ROOT, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    [package_data] = [ast.literal_eval(k.value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Call) for k in node.keywords
+                      if k.arg == "package_data"]
+    assert "report.css" in package_data["tfx_recsys.report"]
+    css = os.path.join(os.path.dirname(render.__file__), "report.css")
+    with open(css, encoding="utf-8") as f:
+        assert f"<style>\n{f.read()}</style>" in render.render_report(_data())
 
 
 def test_lineage_svg_gets_a_viewbox_to_scale():
-    page = report.render_report(_data())
+    page = render.render_report(_data())
     assert 'viewBox="0 0 500 80"' in _section_html(page, "lineage")
 
 
@@ -290,11 +309,11 @@ def test_written_report_of_the_newest_run(tiny_run, written_report):
     assert os.path.dirname(written_report) == os.path.join(tiny_run.root, "reports")
     assert report.write_report(tiny_run.root, runs[-1]["run"]) == written_report
     with pytest.raises(LookupError, match="no pipeline run 'nope'"):
-        report.gather_report_data(tiny_run.root, "nope")
+        gather.gather_report_data(tiny_run.root, "nope")
 
 
 def test_gathered_data_of_a_real_run(tiny_run, tiny_data):
-    data = report.gather_report_data(tiny_run.root)
+    data = gather.gather_report_data(tiny_run.root)
     assert data["run"]["data_path"] == os.path.abspath(tiny_data)
     assert data["model_name"] == "two_tower"
     assert data["evaluation"]["blessing"]["blessed"]
@@ -303,9 +322,9 @@ def test_gathered_data_of_a_real_run(tiny_run, tiny_data):
     assert data["lineage_svg"].startswith("<svg")
     recs = data["recommendations"]
     assert recs["error"] is None, recs["error"]
-    assert len(recs["users"]) == report.NUM_USERS
+    assert len(recs["users"]) == gather.NUM_USERS
     for user in recs["users"]:
-        assert len(user["items"]) == report.TOP_K
+        assert len(user["items"]) == gather.TOP_K
         assert all(item["title"].startswith("Item ") for item in user["items"])
         assert user["features"]["user_id"] == user["user_id"]
     # The report shows what the served model answers for one user asked alone
@@ -321,7 +340,7 @@ def test_gathered_data_of_a_real_run(tiny_run, tiny_data):
         return  # shown joined or as missing: not a request as they stand
     out = serve(**{name: tf.constant([user["features"][name]], spec.dtype)
                    for name, spec in specs.items()})
-    assert [i.decode() for i in out["item_ids"].numpy()[0][:report.TOP_K]] == [
+    assert [i.decode() for i in out["item_ids"].numpy()[0][:gather.TOP_K]] == [
         item["item_id"] for item in user["items"]]
 
 
@@ -334,7 +353,7 @@ def test_report_in_headless_chromium(written_report, tmp_path):
         assert f'id="{section}"' in dom, f"section {section} missing from the DOM"
     assert 'id="metrics-chart"' in dom and 'id="scann-chart"' in dom
     recs = _section_html(dom, "recommendations")
-    assert len(re.findall(r"<li[ >]", recs)) == report.NUM_USERS * report.TOP_K
+    assert len(re.findall(r"<li[ >]", recs)) == gather.NUM_USERS * gather.TOP_K
     assert "Item " in recs
 
     screenshot = tmp_path / "report.png"
@@ -357,7 +376,7 @@ def test_report_in_headless_chromium(written_report, tmp_path):
 
 def test_console_check_catches_a_fetch(tmp_path):
     """The harness above would see a page that loads anything (CSP violation)."""
-    page = report.render_report(_data()).replace(
+    page = render.render_report(_data()).replace(
         "</main>", '<img alt="" src="https://example.invalid/x.png"></main>')
     path = tmp_path / "fetching.html"
     path.write_text(page, encoding="utf-8")
