@@ -15,6 +15,7 @@ from tfx.types import standard_artifacts
 from tfx_recsys import config, dataset_config, examples_io
 from tfx_recsys.components.interactions_example_gen import component as example_gen
 from tfx_recsys.components.interactions_example_gen import executor as example_gen_executor
+from tfx_recsys.components.retrieval_evaluator import beam_scoring
 from tfx_recsys.components.retrieval_evaluator import evaluation as evaluation_logic
 from tfx_recsys.components.retrieval_evaluator import executor as evaluator_executor
 from tfx_recsys.components.scann_pusher import executor as pusher_executor
@@ -196,7 +197,7 @@ def test_evaluator_writes_sliced_metrics_for_model_and_baseline_and_a_blessing(
 def test_evaluator_embeds_items_in_chunks_with_the_same_results(
         tiny_run, tmp_path, monkeypatch):
     whole, _, _ = _evaluate(tiny_run, tmp_path / "whole", ranker=True)
-    monkeypatch.setattr(evaluator_executor, "ITEM_CHUNK", 7)  # 80 items: 12 chunks
+    monkeypatch.setattr(beam_scoring, "ITEM_CHUNK", 7)  # 80 items: 12 chunks
     chunked, _, _ = _evaluate(tiny_run, tmp_path / "chunked", ranker=True)
     # Equal up to float noise (Beam may batch users differently per run).
     assert json.dumps(chunked["model"], sort_keys=True) != "{}"

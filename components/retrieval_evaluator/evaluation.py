@@ -38,7 +38,7 @@ class Corpus:
 
     item_ids: the items' ids; index: id -> corpus index. (Not the item rows:
       a million of them would travel with every copy of the corpus; the
-      scoring step reads them itself, see executor._ScoreUsers.)
+      scoring step reads them itself, see beam_scoring._ScoreUsers.)
     train_counts: int [items], training interactions per item.
     popularity_rank: float [items], 1 = most popular in train.
     popularity_bucket: per item, 'head', 'torso' or 'tail'.
