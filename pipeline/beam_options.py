@@ -1,5 +1,6 @@
 """The Beam options of a run: in-memory, several worker processes on this
-machine, or another runner's own arguments passed through (beam_args())."""
+machine, an Apache Flink cluster (flink_cluster), or another runner's own
+arguments passed through (beam_args())."""
 
 import os
 from typing import List, Optional, Sequence
@@ -10,12 +11,15 @@ from typing import List, Optional, Sequence
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory",
                      "--direct_num_workers=1")
 
-BEAM_MODES = ("in_memory", "multi_processing", "pass_through")
+BEAM_MODES = ("in_memory", "multi_processing", "flink", "pass_through")
 _DIRECT_RUNNER_FLAGS = ("--runner", "--direct_running_mode", "--direct_num_workers")
+# What flink_cluster.FlinkCluster.beam_args() sets.
+_FLINK_FLAGS = ("--runner", "--job_endpoint", "--environment_type",
+                "--environment_config", "--parallelism")
 
 
 def beam_args(mode: str = "in_memory", workers: Optional[int] = None,
-              extra: Sequence[str] = ()) -> List[str]:
+              extra: Sequence[str] = (), flink=None) -> List[str]:
     """The `beam_pipeline_args` of a run.
 
     in_memory: one worker inside this process (DEFAULT_BEAM_ARGS); for data
@@ -28,11 +32,15 @@ def beam_args(mode: str = "in_memory", workers: Optional[int] = None,
       busy. Outputs come in `workers` shards, their records in another order
       than in-memory, so the model trained on them differs from the
       in-memory run's (runs with the same worker count agree).
+    flink: the Beam components on Apache Flink: `flink` (a
+      flink_cluster.FlinkCluster, started or not) gives the portable runner's
+      options (its job server, its SDK worker pool, parallelism = its slots,
+      this package staged by --setup_file); `extra` is appended and may not
+      set those. The cluster's slots stand for `workers`.
     pass_through: `extra` as it is, for another runner, e.g.
       ["--runner=DataflowRunner", "--project=P", "--region=R",
-       "--temp_location=gs://B/tmp"], ["--runner=FlinkRunner",
-       "--flink_master=HOST:8081", "--environment_type=LOOPBACK"] or
-      ["--runner=SparkRunner", "--spark_master_url=spark://HOST:7077"].
+       "--temp_location=gs://B/tmp"] or ["--runner=SparkRunner",
+      "--spark_master_url=spark://HOST:7077"] (neither has been run here).
       Such runners need the pipeline root and data on storage their workers
       can read, and their workers need this package installed.
 
@@ -40,6 +48,19 @@ def beam_args(mode: str = "in_memory", workers: Optional[int] = None,
     the running mode or the number of workers, which the mode sets.
     """
     extra = list(extra)
+    if mode == "flink":
+        if flink is None:
+            raise ValueError("beam_args: flink needs the cluster: "
+                             "flink=flink_cluster.FlinkCluster(...)")
+        if workers is not None and workers != flink.slots:
+            raise ValueError(f"beam_args: flink runs on the cluster's {flink.slots} "
+                             f"slots, not workers={workers}")
+        taken = [a.split("=", 1)[0] for a in extra if a.split("=", 1)[0] in _FLINK_FLAGS]
+        if taken:
+            raise ValueError(f"beam_args: flink sets {', '.join(taken)} itself")
+        return flink.beam_args() + extra
+    if flink is not None:
+        raise ValueError(f"beam_args: flink= applies to mode='flink', not {mode!r}")
     runner_flags = [a.split("=", 1)[0] for a in extra
                     if a.split("=", 1)[0] in _DIRECT_RUNNER_FLAGS]
     if mode == "pass_through":

@@ -53,6 +53,11 @@ WORKER_POOL_PORT = 50000
 START_TIMEOUT_S = 180
 
 
+def log_dir(root: str) -> str:
+    """Where a run under `root` keeps its Flink configuration and logs."""
+    return os.path.join(root, "flink")
+
+
 def flink_dir() -> str:
     """What `make flink` installed: python/pyflink (Flink) and jobserver/."""
     return os.environ.get("RECSYS_FLINK_DIR") or os.path.join(_REPO, "build", "flink")

@@ -171,6 +171,23 @@ def _load_dataset(name: str):
         raise UserError(str(e)) from None
 
 
+def _flink_cluster(args):
+    """The Flink cluster of `--beam flink` (not started yet), else None."""
+    if args.beam != "flink":
+        if args.flink_master:
+            raise ValueError("--flink-master needs --beam flink")
+        return None
+    from tfx_recsys.pipeline import flink_cluster
+
+    reason = flink_cluster.missing(cluster=not args.flink_master)
+    if reason:
+        raise ValueError(f"--beam flink: {reason}")
+    if args.flink_master and not re.fullmatch(r"[^:\s]+:\d+", args.flink_master):
+        raise ValueError(f"--flink-master: HOST:PORT, not {args.flink_master!r}")
+    return flink_cluster.FlinkCluster(flink_cluster.log_dir(args.root), slots=args.workers,
+                                      flink_master=args.flink_master)
+
+
 def cmd_run(args) -> int:
     from tfx_recsys import run_summary
 
@@ -214,7 +231,9 @@ def cmd_run(args) -> int:
             freshness_weight=args.freshness_weight,
             freshness_feature=args.freshness_feature, diversity=args.diversity,
             mmr_lambda=args.mmr_lambda, genre_cap=args.genre_cap)
-        beam = beam_options.beam_args(args.beam, args.workers, args.beam_arg or ())
+        flink = _flink_cluster(args)
+        beam = beam_options.beam_args(args.beam, None if flink else args.workers,
+                                      args.beam_arg or (), flink=flink)
         if args.max_eval_users < 0:
             raise ValueError(f"--max-eval-users must be >= 0 (0 = all), got "
                              f"{args.max_eval_users}")
@@ -222,7 +241,7 @@ def cmd_run(args) -> int:
         raise UserError(str(e)) from None
     started = time.monotonic()
     try:
-        with _stderr_to(log_path):
+        with _stderr_to(log_path), (flink or contextlib.nullcontext()):
             local_runner.run(data_dir, args.root, dataset=dataset,
                              model=args.model, training=training, ranking=ranking,
                              beam_pipeline_args=beam, metadata=args.metadata,
@@ -590,12 +609,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "remembers it for runs, lineage, recommend, report")
     beam = run.add_argument_group("Beam (the data-parallel components)")
     beam.add_argument("--beam", default="in_memory",
-                      choices=("in_memory", "multi_processing", "pass_through"),
+                      choices=("in_memory", "multi_processing", "flink", "pass_through"),
                       help="in_memory (default); multi_processing: N local worker "
-                           "processes; pass_through: only the --beam-arg options "
+                           "processes; flink: Apache Flink (a local cluster started "
+                           "for the run unless --flink-master; `make flink` first); "
+                           "pass_through: only the --beam-arg options "
                            "(e.g. --runner=DataflowRunner ...)")
     beam.add_argument("--workers", type=int,
-                      help="worker processes of multi_processing (default: CPUs)")
+                      help="worker processes of multi_processing, task slots of "
+                           "flink's local cluster (default: CPUs)")
+    beam.add_argument("--flink-master", metavar="HOST:PORT",
+                      help="with --beam flink: a running Flink cluster's JobManager "
+                           "(REST address) instead of a local one; its TaskManagers "
+                           "need SDK worker pools (docs/operations.md)")
     beam.add_argument("--beam-arg", action="append", metavar="OPTION",
                       help="a Beam pipeline option, passed through (repeatable)")
     run.add_argument("--process-per-component", default="auto",
