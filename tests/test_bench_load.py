@@ -89,3 +89,20 @@ def test_the_verdict_reads_the_rows():
     assert verdicts["v1 at 50 clients"] == "met"             # 9x, p99 80 ms
     assert verdicts["v2 at 50 clients"] == "NOT met"         # 4x
     assert verdicts["one client, v1"] == "met"               # 3.0 <= 1.5 x 2.3
+
+
+def test_the_one_client_verdict_reads_the_interleaved_comparison():
+    one = {"server": "kserve (ScaNN)", "protocol": "v1", "clients": 1, "requests": 100,
+           "requests_per_s": 250, "p50_ms": 9.0, "p99_ms": 12, "errors": 0,
+           "error_kinds": {}}
+    results = {"reference": {"signature_ms_p50": 1.0, "empty_round_trip_ms_p50": 0.2,
+                             "interleaved": {"signature_ms_p50": 2.0,
+                                             "empty_round_trip_ms_p50": 0.3,
+                                             "one_client_ms_p50": {"kserve (ScaNN) v1": 3.0}}},
+               "servers": [{"server": "kserve (ScaNN)", "rows": [one]}]}
+    (check,) = [c for c in load.verdict(results) if c["target"].startswith("one client")]
+    # The interleaved p50s, not the separate ones (9 ms against 1.2 ms).
+    assert check["verdict"] == "met" and "ratio 1.30" in check["measured"], check
+    results["reference"]["interleaved"]["one_client_ms_p50"]["kserve (ScaNN) v1"] = 3.5
+    (check,) = [c for c in load.verdict(results) if c["target"].startswith("one client")]
+    assert check["verdict"] == "NOT met"
