@@ -123,9 +123,10 @@ def prepare_run(data_dir: str, root: str) -> str:
     it (run if new), which trains the query tower.
     """
     run_root = os.path.join(root, "run")
-    if os.path.exists(os.path.join(run_root, run_summary.METADATA_FILE)):
-        return run_root
     from tfx_recsys.pipeline import local_runner
+
+    if os.path.exists(local_runner.RunPaths(run_root).metadata_path):
+        return run_root
 
     dataset = dataset_config.load(DATASET_CONFIG)
     if not data_dir:

@@ -17,16 +17,13 @@ import numpy as np
 
 from tfx_recsys import dataset_config
 from tfx_recsys.examples_io import scalar
+from tfx_recsys.serving.contract import (  # noqa: F401  (embedding.X names)
+    CANDIDATE_SIGNATURE, MISSING_INT, QUERY_SIGNATURE, QUERY_WITH_HISTORY_SIGNATURE,
+    RETRIEVAL_SIGNATURES)
 
 _BATCH = 4096
-# The signature names and conventions of models/export.py (kept here too, so
-# that this module does not import TensorFlow before it is needed).
-QUERY_SIGNATURE = "query_embedding"
-QUERY_WITH_HISTORY_SIGNATURE = "query_embedding_with_history"
-CANDIDATE_SIGNATURE = "candidate_embedding"
-MISSING_INT = -(2 ** 63)
 # What a model needs for embed_users / embed_items (older exports lack some).
-REQUIRED_SIGNATURES = (QUERY_SIGNATURE, QUERY_WITH_HISTORY_SIGNATURE, CANDIDATE_SIGNATURE)
+REQUIRED_SIGNATURES = RETRIEVAL_SIGNATURES
 
 
 def load(model_dir: str):

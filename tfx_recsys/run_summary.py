@@ -9,8 +9,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
-
-METADATA_FILE = "metadata.sqlite"
+from tfx_recsys.serving import contract
 
 
 def open_store(root: str):
@@ -163,11 +162,9 @@ def summary(root: str) -> Dict:
     return result
 
 
-# What summary() reads of the PushedModel (see components/scann_pusher).
-PUSHED_PROPERTIES = ("reason", "index_recall", "index_recall_k", "index_latency_ms_p50",
-                     "serving_latency_ms_p50", "exact_search_latency_ms_p50",
-                     "served_model", "refit_check_k", "refit_check_evaluated_recall",
-                     "refit_check_refit_recall")
+# What summary() reads of the PushedModel beside whether and where it pushed.
+PUSHED_PROPERTIES = tuple(name for name in contract.PUSHED_PROPERTIES
+                          if name not in ("pushed", "pushed_version", "pushed_destination"))
 
 
 def served_line(result: Dict) -> str:

@@ -55,12 +55,11 @@ import tensorflow as tf
 from tfx_recsys import config, embedding, reranking
 from tfx_recsys.dataset_config import HISTORY, SECONDS_SINCE_PREVIOUS, USER_ID
 from tfx_recsys.models import export
+from tfx_recsys.serving.contract import (  # noqa: F401  (two_stage.X names)
+    MISSING_INT, RANKER_SIGNATURE, SERVING_SIGNATURE, SERVING_WITH_EXCLUSIONS_SIGNATURE,
+    SERVING_WITH_HISTORY_SIGNATURE)
 
-SERVING_SIGNATURE = "serving_default"
-SERVING_WITH_HISTORY_SIGNATURE = "serving_with_history"
-SERVING_WITH_EXCLUSIONS_SIGNATURE = "serving_with_exclusions"
 EXCLUDE = "exclude"
-RANKER_SIGNATURE = "score"
 # Request-time exclusions the retrieval fetch makes room for; more can only
 # shorten the candidate list, never bring an excluded item back.
 REQUEST_EXCLUSION_SLACK = 100
@@ -312,7 +311,7 @@ class TwoStageRecommender(tf.Module):
         query[HISTORY] = history
         if SECONDS_SINCE_PREVIOUS in self._with_history_inputs:
             query[SECONDS_SINCE_PREVIOUS] = tf.where(
-                last_timestamp == export.MISSING_INT, tf.constant(-1, tf.int64),
+                last_timestamp == MISSING_INT, tf.constant(-1, tf.int64),
                 inputs[export.REQUEST_TIMESTAMP] - last_timestamp)
         return embedding.QUERY_WITH_HISTORY_SIGNATURE, query
 

@@ -29,9 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_recsys import embedding
+from tfx_recsys.serving.contract import SERVING_SIGNATURE, SERVING_WITH_HISTORY_SIGNATURE
 
-SERVING_SIGNATURE = "serving_default"
-SERVING_WITH_HISTORY_SIGNATURE = "serving_with_history"
 SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
 DATASET_CONFIG_FILE = os.path.join("assets.extra", "dataset.json")
 

@@ -37,14 +37,13 @@ import tensorflow_transform as tft
 
 from tfx_recsys.dataset_config import (HISTORY, ITEM_ID, SECONDS_SINCE_PREVIOUS,
                                        USER_ID, DatasetConfig, Feature)
+from tfx_recsys.serving.contract import (  # noqa: F401  (export.X names)
+    CANDIDATE_SIGNATURE, MISSING_INT, QUERY_SIGNATURE, QUERY_WITH_HISTORY_SIGNATURE,
+    RETRIEVAL_SIGNATURES)
 
-QUERY_SIGNATURE = "query_embedding"
-QUERY_WITH_HISTORY_SIGNATURE = "query_embedding_with_history"
-CANDIDATE_SIGNATURE = "candidate_embedding"
-SIGNATURES = (QUERY_SIGNATURE, QUERY_WITH_HISTORY_SIGNATURE, CANDIDATE_SIGNATURE)
+SIGNATURES = RETRIEVAL_SIGNATURES
 REQUEST_TIMESTAMP = "timestamp"
 DATASET_CONFIG_FILE = os.path.join("assets.extra", "dataset.json")
-MISSING_INT = np.iinfo(np.int64).min
 
 _DTYPES = {"bytes": tf.string, "float": tf.float32, "int64": tf.int64}
 

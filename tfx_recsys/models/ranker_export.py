@@ -27,8 +27,9 @@ from tfx_bsl.public import tfxio
 
 from tfx_recsys.dataset_config import ITEM_ID, USER_ID, DatasetConfig
 from tfx_recsys.models import export, features
+from tfx_recsys.serving.contract import RANKER_SIGNATURE
 
-SCORE_SIGNATURE = "score"
+SCORE_SIGNATURE = RANKER_SIGNATURE
 _READ_BATCH = 65536
 
 
