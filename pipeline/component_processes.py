@@ -1,13 +1,49 @@
-"""Runs each component of a compiled pipeline in a process of its own
-(node_process.py is the child), so that what one component allocated is
-returned to the system before the next starts, as on Kubeflow."""
+"""Runs the components of a compiled pipeline in order, as LocalDagRunner
+does: each in this process (run_nodes), or each in a process of its own
+(run_nodes_in_processes; node_process.py is the child), so that what one
+component allocated is returned to the system before the next starts, as on
+Kubeflow. Progress goes to a callback, not only to the log."""
 
 import os
 import shutil
 import subprocess
-from typing import Dict
+from typing import Callable, Dict, Optional
 
-def run_nodes_in_processes(pipeline_args: Dict, run_id: str, root: str) -> None:
+# progress(node id, event), event one of PROGRESS_EVENTS.
+Progress = Callable[[str, str], None]
+PROGRESS_EVENTS = ("running", "cached", "finished", "skipped")
+
+
+def run_nodes(ir, launch: Callable[[str], Optional[int]],
+              progress: Optional[Progress] = None) -> None:
+    """Launches the nodes of pipeline IR `ir` (a pipeline_pb2.Pipeline, run id
+    substituted) in the compiler's topological order, as
+    LocalDagRunner.run_with_ir does; launch(node id) runs one and returns
+    the id of the cached execution it reused, or None."""
+    from absl import logging
+
+    def report(node_id: str, event: str) -> None:
+        if progress is not None:
+            progress(node_id, event)
+
+    for node in ir.nodes:
+        node_id = node.pipeline_node.node_info.id
+        if node.pipeline_node.execution_options.HasField("skip"):
+            logging.info("Skipping component %s.", node_id)
+            report(node_id, "skipped")
+            continue
+        logging.info("Component %s is running.", node_id)
+        report(node_id, "running")
+        cached_execution = launch(node_id)
+        if cached_execution is not None:
+            logging.info("Component %s reused cached execution %d.", node_id,
+                         cached_execution)
+            report(node_id, "cached")
+        logging.info("Component %s is finished.", node_id)
+        report(node_id, "finished")
+
+def run_nodes_in_processes(pipeline_args: Dict, run_id: str, root: str,
+                           progress: Optional[Progress] = None) -> None:
     """What LocalDagRunner.run_with_ir does, with the pipeline compiled and
     each component run in a child process (node_process.py) that ends when
     it does.
@@ -18,8 +54,7 @@ def run_nodes_in_processes(pipeline_args: Dict, run_id: str, root: str) -> None:
     launcher and store, so caching, lineage and the run id are as in one
     process; what a component allocated is returned to the system before the
     next one starts. Costs a Python start and a TensorFlow import (5-15 s)
-    per component. Progress is logged here, with LocalDagRunner's own
-    messages, so the CLI's progress lines do not change.
+    per component.
     """
     import logging as std_logging
     import pickle
@@ -71,16 +106,8 @@ def run_nodes_in_processes(pipeline_args: Dict, run_id: str, root: str) -> None:
         ir = pipeline_pb2.Pipeline()
         with open(ir_path, "rb") as f:
             ir.ParseFromString(f.read())
-        for node in ir.nodes:
-            node_id = node.pipeline_node.node_info.id
-            if node.pipeline_node.execution_options.HasField("skip"):
-                logging.info("Skipping component %s.", node_id)
-                continue
-            logging.info("Component %s is running.", node_id)
-            result = run_child(node_id, ir_path, node_id)
-            if result["cached_execution"] is not None:
-                logging.info("A cached execution %d is used.", result["cached_execution"])
-            logging.info("Component %s is finished.", node_id)
+        run_nodes(ir, lambda node_id: run_child(node_id, ir_path, node_id)["cached_execution"],
+                  progress)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 

@@ -1,4 +1,5 @@
-"""Runs the pipeline on this machine: LocalDagRunner, Beam, ML Metadata.
+"""Runs the pipeline on this machine: TFX's launcher, node by node as
+LocalDagRunner runs them, with Beam and an ML Metadata store.
 
 Everything a run writes lives under one root directory:
   <root>/pipeline/          artifacts of every component execution
@@ -54,6 +55,7 @@ def run(data_path: str, root: str,
         enable_cache: bool = True, metadata: Optional[str] = None,
         schema: Optional[str] = None,
         process_per_component: Optional[bool] = None,
+        progress: Optional[component_processes.Progress] = None,
         **pipeline_settings) -> RunPaths:
     """Builds and runs the pipeline on `data_path`; returns the run's paths.
 
@@ -73,6 +75,8 @@ def run(data_path: str, root: str,
       Kubeflow); costs 5-15 s of start-up per component. None (default):
       only when the data under `data_path` reach
       config.PROCESS_PER_COMPONENT_MIN_BYTES.
+    progress: called as progress(node id, event) as each component is
+      "running", "cached" (reused from TFX's cache), "finished" or "skipped".
     `pipeline_settings` go to create_pipeline() as they are (e.g. top_ks,
     blessing, index_gate, serving_top_k, rerank, ranking_run_fn).
 
@@ -111,7 +115,7 @@ def run(data_path: str, root: str,
         if process_per_component is None:
             process_per_component = (data_size_bytes(data_path)
                                      >= config.PROCESS_PER_COMPONENT_MIN_BYTES)
-        _run_local_dag(pipeline_args, connection, lock, process_per_component)
+        _run_local_dag(pipeline_args, connection, lock, process_per_component, progress)
     return paths
 
 
@@ -142,10 +146,11 @@ def schema_path(dataset: "dataset_config.DatasetConfig", root: str) -> str:
 
 
 def _run_local_dag(pipeline_args: Dict, connection, lock: RunLock,
-                   process_per_component: bool = False) -> None:
+                   process_per_component: bool = False,
+                   progress: Optional[component_processes.Progress] = None) -> None:
     """Runs create_pipeline(**pipeline_args) as LocalDagRunner.run does, with
-    its run id recorded in the lock; with process_per_component, each
-    component in a process of its own (component_processes)."""
+    its run id recorded in the lock, each component in this process or, with
+    process_per_component, in a process of its own (component_processes)."""
     from absl import logging
 
     from tfx_recsys.pipeline import node_process
@@ -165,15 +170,14 @@ def _run_local_dag(pipeline_args: Dict, connection, lock: RunLock,
     try:
         if process_per_component:
             component_processes.run_nodes_in_processes(
-                pipeline_args, run_id, os.path.dirname(lock.path))
+                pipeline_args, run_id, os.path.dirname(lock.path), progress)
         else:
-            from tfx.orchestration.local import local_dag_runner
-
             from tfx_recsys.pipeline import beam_staging
 
             ir = node_process.compile_pipeline(pipeline_args, run_id)
             with beam_staging.tfx_sdist_only_for_remote_runners():
-                local_dag_runner.LocalDagRunner().run_with_ir(ir)
+                component_processes.run_nodes(
+                    ir, lambda node_id: node_process.launch_node(ir, node_id), progress)
     finally:
         # Executions an exception left RUNNING (e.g. KeyboardInterrupt).
         try:

@@ -28,7 +28,6 @@ from typing import Any, Dict, Optional
 LOG_FILE_ENV = "RECSYS_NODE_LOG_FILE"
 PARENT_PID_ENV = "RECSYS_NODE_PARENT_PID"
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_CACHED_MESSAGE = "A cached execution %d is used."
 # First argument of the child that compiles the pipeline instead of running a node.
 COMPILE = "--compile"
 
@@ -72,33 +71,23 @@ def launch_node(ir, node_id: str) -> Optional[int]:
     deployment_config = runner_utils.extract_local_deployment_config(ir)
     connection = deployment_config.metadata_connection_config
     connection_config = getattr(connection, connection.WhichOneof("connection_config"))
-    cached = _CachedExecutionListener()
-    logging.getLogger().addHandler(cached)
-    try:
-        launcher.Launcher(
-            pipeline_node=node,
-            mlmd_connection=metadata.Metadata(connection_config),
-            pipeline_info=ir.pipeline_info,
-            pipeline_runtime_spec=ir.runtime_spec,
-            executor_spec=runner_utils.extract_executor_spec(deployment_config, node_id),
-            custom_driver_spec=runner_utils.extract_custom_driver_spec(
-                deployment_config, node_id)).launch()
-    finally:
-        logging.getLogger().removeHandler(cached)
-    return cached.execution_id
+    from ml_metadata.proto import metadata_store_pb2
 
-
-class _CachedExecutionListener(logging.Handler):
-    """Notes the execution id when the launcher says it reused a cached one
-    (the launcher reports that only in its log)."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.execution_id: Optional[int] = None
-
-    def emit(self, record):
-        if record.msg == _CACHED_MESSAGE and isinstance(record.args, tuple):
-            self.execution_id = int(record.args[0])
+    info = launcher.Launcher(
+        pipeline_node=node,
+        mlmd_connection=metadata.Metadata(connection_config),
+        pipeline_info=ir.pipeline_info,
+        pipeline_runtime_spec=ir.runtime_spec,
+        executor_spec=runner_utils.extract_executor_spec(deployment_config, node_id),
+        custom_driver_spec=runner_utils.extract_custom_driver_spec(
+            deployment_config, node_id)).launch()
+    if info is None or not info.execution_id:
+        return None
+    # A cache hit is an execution ML Metadata records as CACHED.
+    with metadata.Metadata(connection_config) as store:
+        [execution] = store.store.get_executions_by_id([info.execution_id])
+    cached = execution.last_known_state == metadata_store_pb2.Execution.CACHED
+    return info.execution_id if cached else None
 
 
 def _die_with_parent() -> None:

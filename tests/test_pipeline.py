@@ -45,6 +45,12 @@ def test_pushed_model_lineage_leads_back_to_example_gen(tiny_run):
     pusher = run_summary.latest_execution(store, "ScannPusher")
     [pushed] = run_summary.output_artifacts(store, pusher, "pushed_model")
     assert run_summary.property_value(pushed, "pushed") == 1
+    # The pusher records every fact of the serving contract.
+    from tfx_recsys.serving import contract
+
+    missing = [name for name in contract.PUSHED_PROPERTIES
+               if run_summary.property_value(pushed, name) is None]
+    assert not missing
 
     # PushedModel <- ScannPusher <- Model <- Trainer <- transformed examples
     # <- Transform <- Examples <- InteractionsExampleGen.
@@ -223,14 +229,27 @@ def test_runs_with_nothing_changed_reuse_the_cache_and_push_nothing_new(tiny_run
     shutil.copytree(tiny_run.root, root)
     data_dir = run_summary.data_path(run_summary.open_store(str(root)))
     versions = os.listdir(root / "serving" / "retrieval")
+    events = []
     for _ in range(2):
+        events.append([])
         local_runner.run(data_dir, str(root),
                          training=config.TwoTowerConfig(epochs=5, batch_size=256),
-                         top_ks=(5, 10, 50), blessing=config.BlessingConfig(metric="recall@10"))
+                         top_ks=(5, 10, 50), blessing=config.BlessingConfig(metric="recall@10"),
+                         progress=lambda node, event: events[-1].append((node, event)))
     store = run_summary.open_store(str(root))
     *_, second, third = lineage.runs(store)
     assert second["cached"] == len(COMPONENTS) - 2 and second["failed"] == 0
     assert third["cached"] == len(COMPONENTS) and third["failed"] == 0
+    # The progress callback saw what ML Metadata recorded (the resolver, a
+    # system node, runs too and is never cached).
+    for run_events, run in zip(events, (second, third)):
+        assert [n for n, e in run_events if e == "running"] == \
+            [n for n, e in run_events if e == "finished"]
+        assert {n for n, e in run_events if e == "finished"} == \
+            set(COMPONENTS) | {"latest_blessed_model_resolver"}
+        assert len([e for _, e in run_events if e == "cached"]) == run["cached"]
+    assert ("RetrievalEvaluator", "cached") not in events[0]
+    assert ("RetrievalEvaluator", "cached") in events[1]
     assert os.listdir(root / "serving" / "retrieval") == versions
     assert run_summary.summary(str(root))["reason"] == "already serving this model"
 
@@ -242,7 +261,7 @@ import json, logging, sys
 from tfx_recsys import config
 from tfx_recsys.pipeline import component_processes, local_runner
 
-children = []
+children, events = [], []
 class Children(logging.Handler):
     def emit(self, record):
         if record.msg == component_processes.CHILD_PROCESS_MESSAGE:
@@ -252,8 +271,10 @@ logging.getLogger("absl").addHandler(Children())
 local_runner.run(sys.argv[1], sys.argv[2],
                  training=config.TwoTowerConfig(epochs=5, batch_size=256),
                  top_ks=(5, 10, 50), blessing=config.BlessingConfig(metric="recall@10"),
-                 enable_cache=False, process_per_component=True)
-print(json.dumps({"children": children, "tensorflow": "tensorflow" in sys.modules}))
+                 enable_cache=False, process_per_component=True,
+                 progress=lambda node, event: events.append([node, event]))
+print(json.dumps({"children": children, "events": events,
+                  "tensorflow": "tensorflow" in sys.modules}))
 """
 
 
@@ -276,6 +297,10 @@ def test_same_data_and_seed_give_identical_metrics(tiny_run, tiny_data, tmp_path
             "AnomaliesGate", "Transform", "Trainer", "RankingTrainer",
             "RetrievalEvaluator", "ScannPusher"} <= set(run["children"])
     assert not run["tensorflow"]
+    # Progress: each child's component running, then finished; nothing cached.
+    assert [n for n, e in run["events"] if e == "running"] == run["children"][1:]
+    assert [n for n, e in run["events"] if e == "finished"] == run["children"][1:]
+    assert not [n for n, e in run["events"] if e == "cached"]
     # The children's temp files (TensorFlow's autograph sources...) went
     # with the run's work dir: they end with os._exit, which skips atexit.
     assert not os.listdir(temp_dir)
@@ -290,6 +315,7 @@ def test_same_data_and_seed_give_identical_metrics(tiny_run, tiny_data, tmp_path
         json.dumps(metrics(again), sort_keys=True)
 
 
+@pytest.mark.integration
 def test_anomalies_stop_the_run_before_transform_with_a_readable_summary(
         tiny_data, tmp_path):
     """A schema whose gender domain allows only "M": ExampleValidator finds

@@ -47,31 +47,23 @@ def _prepare_environment() -> None:
 # recsys run
 
 
-class _ComponentProgress(logging.Handler):
-    """Prints one line as each component starts and ends, with its duration."""
-
-    _MESSAGES = ("Component %s is running.", "Component %s is finished.",
-                 "A cached execution %d is used.")
+class _ComponentProgress:
+    """Prints one line as each component starts and ends, with its duration
+    (local_runner.run's progress callback)."""
 
     def __init__(self, stream):
-        super().__init__(logging.INFO)
         self._stream = stream
         self._started = {}
-        self.durations = {}
 
-    def emit(self, record):
-        if record.msg not in self._MESSAGES or not isinstance(record.args, tuple):
-            return
-        message, name = record.msg, record.args[0]
-        if message == "Component %s is running.":
+    def __call__(self, name: str, event: str) -> None:
+        if event == "running":
             self._started[name] = time.monotonic()
             print(f"  {name:<26} running ...", file=self._stream, flush=True)
-        elif message == "Component %s is finished.":
+        elif event == "finished":
             seconds = time.monotonic() - self._started.get(name, time.monotonic())
-            self.durations[name] = seconds
             print(f"  {name:<26} done in {seconds:6.1f} s", file=self._stream,
                   flush=True)
-        elif message == "A cached execution %d is used.":
+        elif event == "cached":
             print("    (reused from cache)", file=self._stream, flush=True)
 
 
@@ -204,12 +196,10 @@ def cmd_run(args) -> int:
         from absl import logging as absl_logging
 
         from tfx_recsys.pipeline import beam_options, local_runner
-    # TFX logs each component's start and end through absl at INFO; the
-    # verbosity flag (not just the logger level) must say INFO, or a later
-    # flag parse resets it.
+    # The log file gets TFX's INFO lines: the absl verbosity flag (not just
+    # the logger level) must say INFO, or a later flag parse resets it.
     absl_logging.set_verbosity(absl_logging.INFO)
     progress = _ComponentProgress(sys.stdout)
-    logging.getLogger("absl").addHandler(progress)
 
     _, hyperparameters_class = config.MODELS[args.model]
     training = hyperparameters_class(
@@ -240,19 +230,16 @@ def cmd_run(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     started = time.monotonic()
-    try:
-        with _stderr_to(log_path), (flink or contextlib.nullcontext()):
-            local_runner.run(data_dir, args.root, dataset=dataset,
-                             model=args.model, training=training, ranking=ranking,
-                             beam_pipeline_args=beam, metadata=args.metadata,
-                             enable_cache=not args.no_cache, blessing=blessing,
-                             rerank=rerank, max_eval_users=args.max_eval_users,
-                             refit=not args.no_refit,
-                             process_per_component={"auto": None, "on": True, "off": False}[
-                                 args.process_per_component],
-                             **ranking_settings)
-    finally:
-        logging.getLogger("absl").removeHandler(progress)
+    with _stderr_to(log_path), (flink or contextlib.nullcontext()):
+        local_runner.run(data_dir, args.root, dataset=dataset,
+                         model=args.model, training=training, ranking=ranking,
+                         beam_pipeline_args=beam, metadata=args.metadata,
+                         enable_cache=not args.no_cache, blessing=blessing,
+                         rerank=rerank, max_eval_users=args.max_eval_users,
+                         refit=not args.no_refit,
+                         process_per_component={"auto": None, "on": True, "off": False}[
+                             args.process_per_component],
+                         progress=progress, **ranking_settings)
     total = time.monotonic() - started
 
     result = run_summary.summary(args.root)
