@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load lock clean
+.PHONY: setup system-packages run test test-fast bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load lock clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ run: setup
 
 test: setup system-packages flink-if-java
 	$(VENV_PY) -m pytest
+
+# The edit loop: everything but the pipeline runs, trainings, servers and
+# benchmarks (the `integration` mark, see tests/conftest.py).
+test-fast: setup
+	$(VENV_PY) -m pytest -m "not integration"
 
 # Debian packages some tests need: a MariaDB server (ML Metadata on MySQL)
 # and Chromium (the run report is rendered headless). Installed only when

@@ -14,6 +14,22 @@ from tfx_recsys.data import synthetic  # noqa: E402
 
 TINY = dict(num_users=60, num_items=80, num_interactions=1200, seed=3)
 
+# The edit loop's subset is `pytest -m "not integration"` (make test-fast): a
+# test is "integration" when it runs a pipeline, trains a model, starts a
+# server or a database, or runs a benchmark, i.e. when it uses one of these
+# fixtures, is marked slow, or its module says `pytestmark = integration`.
+INTEGRATION_FIXTURES = frozenset({
+    "tiny_run", "movielens_run", "written_report", "launches", "backtest", "scale",
+    "mariadb", "two_worker_run_on_mariadb", "pushed", "server", "direct",
+    "transform_dir", "two_tower_dir", "ranker_dir", "two_versions"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if (INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.get_closest_marker("slow")):
+            item.add_marker(pytest.mark.integration)
+
 
 # Users who take a cold item (in no generated interaction) after everything
 # else they did: an item released in the eval period, which only the model

@@ -64,6 +64,7 @@ def test_run_on_a_directory_missing_a_file(tiny_data, tmp_path):
                           "missing users.csv")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("process_per_component", ["off", "on"])
 def test_run_stops_when_too_many_rows_are_rejected_naming_file_and_row(
         tiny_data, tmp_path, process_per_component):

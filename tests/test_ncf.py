@@ -244,6 +244,7 @@ def _two_taste_data(num_users=40, num_items=30, per_user=10, seed=0):
     return np.array(users), np.array(items), np.arange(num_users), np.array(held_out)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("variant", NCF_VARIANTS)
 def test_fit_learns_two_tastes(variant):
     users, items, eval_users, eval_items = _two_taste_data()
@@ -266,6 +267,7 @@ def test_fit_learns_two_tastes(variant):
     assert hr >= 0.8, (hr, ndcg)
 
 
+@pytest.mark.integration
 def test_fit_is_deterministic_for_a_seed():
     users, items, _, _ = _two_taste_data(num_users=12, per_user=5)
     config = NcfConfig(variant="neumf", factors=4, mlp_layers=(8, 4), epochs=2,

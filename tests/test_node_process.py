@@ -20,6 +20,7 @@ def test_auto_mode_goes_by_the_size_of_the_data(tmp_path):
     assert local_runner.data_size_bytes(str(tmp_path / "a.csv")) == 1000
 
 
+@pytest.mark.integration
 def test_a_pipeline_that_does_not_compile_fails_with_its_own_error(tiny_data, tmp_path):
     # create_pipeline() runs in the compiling child; its error crosses back.
     with pytest.raises(TypeError, match="not_a_setting"):

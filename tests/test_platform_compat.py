@@ -13,6 +13,7 @@ from tfx_recsys import platform_compat
 HOST_HAS_GLIBC_2_38 = tuple(int(x) for x in platform.libc_ver()[1].split(".")[:2]) >= (2, 38)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("statement", [
     "import ml_metadata.metadata_store.pywrap.metadata_store_extension",
     "import tensorflow_data_validation",

@@ -22,6 +22,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from tfx_recsys.pipeline import metadata_store as store_location, run_lock
 
+pytestmark = pytest.mark.integration
 State = metadata_store_pb2.Execution
 KILL_AT = "Trainer"  # killed once its executor has started
 RESOLVER = "latest_blessed_model_resolver"  # system node: runs, never cached
