@@ -52,8 +52,8 @@ def test_a_fingerprint_covers_what_the_executor_imports_and_nothing_else():
     pusher = _closure("tfx_recsys.components.scann_pusher.executor")
     example_gen = _closure("tfx_recsys.components.interactions_example_gen.executor")
     # An edit of two_stage.py reaches the evaluator and the pusher, not ExampleGen.
-    assert "tfx_recsys.two_stage" in evaluator and "tfx_recsys.two_stage" in pusher
-    assert "tfx_recsys.two_stage" not in example_gen
+    assert "tfx_recsys.serving.two_stage" in evaluator and "tfx_recsys.serving.two_stage" in pusher
+    assert "tfx_recsys.serving.two_stage" not in example_gen
     # Imported through another module, or inside a function, counts too.
     assert "tfx_recsys.data.splitting" in evaluator  # via baselines
     assert "tfx_recsys.data.tables" in example_gen
@@ -70,7 +70,7 @@ def test_the_model_fingerprint_covers_the_models_and_their_imports():
     models = fingerprint.module_closure(_package_modules("tfx_recsys.models"))
     assert "tfx_recsys.models.two_tower" in models and "tfx_recsys.models.ncf" in models
     assert "tfx_recsys.config" in models and "tfx_recsys.dataset_config" in models
-    assert "tfx_recsys.two_stage" not in models
+    assert "tfx_recsys.serving.two_stage" not in models
 
 
 def test_an_edited_import_changes_the_fingerprint(tmp_path, monkeypatch):

@@ -25,10 +25,8 @@ LAYERS = [
     ("data and models", ["tfx_recsys.data", "tfx_recsys.models",
                          "tfx_recsys.examples_io", "tfx_recsys.metrics"]),
     ("evaluation and the served model", [
-        "tfx_recsys.baselines", "tfx_recsys.embedding", "tfx_recsys.reranking",
-        "tfx_recsys.two_stage", "tfx_recsys.served_evaluation",
-        "tfx_recsys.serving.two_stage", "tfx_recsys.serving.reranking",
-        "tfx_recsys.serving.embedding"]),
+        "tfx_recsys.baselines", "tfx_recsys.embedding", "tfx_recsys.served_evaluation",
+        "tfx_recsys.serving.two_stage", "tfx_recsys.serving.reranking"]),
     ("components", ["tfx_recsys.components"]),
     ("pipeline", ["tfx_recsys.pipeline"]),
     ("app", ["tfx_recsys.cli", "tfx_recsys.report", "tfx_recsys.run_summary",

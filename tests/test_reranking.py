@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfx_recsys import reranking
+from tfx_recsys.serving import reranking
 
 SELECTORS = ("top_k", "mmr", "genre_cap")
 

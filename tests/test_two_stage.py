@@ -1,5 +1,5 @@
 """The ranking Trainer's run_fn and the served two-stage recommender
-(tfx_recsys/two_stage.py), on the tiny hand-made data of test_models.py:
+(tfx_recsys/serving/two_stage.py), on the tiny hand-made data of test_models.py:
 real Transform output, a real two-tower model and a real NCF ranker."""
 
 import numpy as np
@@ -8,9 +8,10 @@ import tensorflow as tf
 
 from tests.test_models import EVENTS, ITEMS, _fn_args, transform_dir  # noqa: F401
 from tests.test_models import two_tower_dir  # noqa: F401
-from tfx_recsys import config, embedding, two_stage
+from tfx_recsys import config, embedding
 from tfx_recsys.components.scann_pusher import index as scann_index
 from tfx_recsys.models import ncf, ranker_export
+from tfx_recsys.serving import two_stage
 
 ITEM_IDS = list(ITEMS)
 TINY_RANKER = {"epochs": 2, "batch_size": 8, "factors": 4, "mlp_layers": [8, 4]}

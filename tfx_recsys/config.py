@@ -182,7 +182,7 @@ MODELS = {"two_tower": (TWO_TOWER_RUN_FN, TwoTowerConfig),
 
 # --------------------------------------------------------------------------
 # Ranking stage: Neural Collaborative Filtering (models/ncf.py) and the
-# re-ranking inside the served model (tfx_recsys/reranking.py).
+# re-ranking inside the served model (tfx_recsys/serving/reranking.py).
 
 NCF_RUN_FN = "tfx_recsys.models.ncf.run_fn"
 NCF_VARIANTS = ("mf", "gmf", "mlp", "neumf")

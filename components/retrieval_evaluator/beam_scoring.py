@@ -26,7 +26,8 @@ import apache_beam as beam
 import numpy as np
 from tfx.dsl.io import fileio
 
-from tfx_recsys import config, embedding, examples_io, memory, two_stage
+from tfx_recsys import config, embedding, examples_io, memory
+from tfx_recsys.serving import two_stage
 from tfx_recsys.components.retrieval_evaluator import evaluation
 
 # What is scored besides the baselines and the reference (the results' keys).

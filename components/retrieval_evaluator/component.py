@@ -114,7 +114,7 @@ class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
       ranking_model: the ranking Trainer's model, optional. With it the
         evaluator also measures the ranker alone over the whole corpus and
         the served two-stage list (exact retrieval -> ranker -> re-ranking
-        with `rerank`, tfx_recsys/two_stage.py) on the same users; the
+        with `rerank`, tfx_recsys/serving/two_stage.py) on the same users; the
         blessing still judges the retrieval model.
       rerank: the served model's re-ranking settings.
       max_eval_users: at most this many eval users are scored, a sample

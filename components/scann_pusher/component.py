@@ -13,7 +13,7 @@ the executor embeds every item, tunes ScaNN on the held-out queries for the
 retrieval stage's fetch size (the fastest setting whose recall@k against
 exact search meets the target), and pushes only if that index also meets the
 latency bound (config.IndexGateConfig). The pushed model is
-tfx_recsys/two_stage.py's TwoStageRecommender: ScaNN retrieval -> ranker ->
+tfx_recsys/serving/two_stage.py's TwoStageRecommender: ScaNN retrieval -> ranker ->
 re-ranking (config.RerankConfig) -> top_k. A push writes, under one new
 version number, each atomically (staged, then renamed):
 

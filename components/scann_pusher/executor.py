@@ -22,10 +22,10 @@ from tfx.utils import io_utils, path_utils
 
 from tfx.dsl.io import fileio
 
-from tfx_recsys import (config, embedding, examples_io, memory, served_evaluation, storage,
-                        two_stage)
+from tfx_recsys import config, embedding, examples_io, memory, served_evaluation, storage
 from tfx_recsys.components.scann_pusher import index as scann_index
 from tfx_recsys.components.scann_pusher import publishing, refit_check, tuning
+from tfx_recsys.serving import two_stage
 
 TUNING_FILE = "index_tuning.json"
 MAX_QUERIES = 1000  # held-out queries used to tune and check the index

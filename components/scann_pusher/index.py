@@ -1,6 +1,6 @@
 """The retrieval layer: raw user features -> top-K over the item corpus.
 
-The pusher serves tfx_recsys/two_stage.py's TwoStageRecommender, whose
+The pusher serves tfx_recsys/serving/two_stage.py's TwoStageRecommender, whose
 retrieval stage is a `ScannIndex` from here; the retrieval-only recommenders
 below are what `make bench-serving` measures the index layer with.
 

@@ -8,7 +8,7 @@ CLI and the report all read them from here.
 
 import math
 
-# The pushed two-stage model's signatures (tfx_recsys.two_stage).
+# The pushed two-stage model's signatures (tfx_recsys.serving.two_stage).
 SERVING_SIGNATURE = "serving_default"                   # a user id
 SERVING_WITH_HISTORY_SIGNATURE = "serving_with_history"  # the request's own history
 SERVING_WITH_EXCLUSIONS_SIGNATURE = "serving_with_exclusions"  # + items to leave out

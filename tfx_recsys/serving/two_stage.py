@@ -52,9 +52,10 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfx_recsys import config, embedding, reranking
+from tfx_recsys import config, embedding
 from tfx_recsys.dataset_config import HISTORY, SECONDS_SINCE_PREVIOUS, USER_ID
 from tfx_recsys.models import export
+from tfx_recsys.serving import reranking
 from tfx_recsys.serving.contract import (  # noqa: F401  (two_stage.X names)
     MISSING_INT, RANKER_SIGNATURE, SERVING_SIGNATURE, SERVING_WITH_EXCLUSIONS_SIGNATURE,
     SERVING_WITH_HISTORY_SIGNATURE)
