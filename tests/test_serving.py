@@ -780,6 +780,14 @@ def test_broken_http_is_4xx(server, head):
     assert 400 <= status_of(raw) < 500, raw[:200]
 
 
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND"])
+def test_a_method_no_route_takes_is_405_on_the_model_paths_too(server, method):
+    # ModelFastPath passes these to the FastAPI app, whose router answers them.
+    for path in (PREDICT, INFER):
+        status, body, _ = request(server, method, path)
+        assert status == 405 and method in body["error"], (path, status, body)
+
+
 def test_the_server_is_unharmed_after_all_that(server):
     assert request(server, "POST", PREDICT, {"instances": [USER]})[0] == 200
 
