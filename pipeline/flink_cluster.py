@@ -151,6 +151,8 @@ blob:
 io:
   tmp:
     dirs: {tmp_dir}
+web:
+  tmpdir: {tmp_dir}
 """
 
 
@@ -247,7 +249,7 @@ class FlinkCluster:
             f.write(flink_config(self._ports, self.slots, _java_opts(home),
                                  os.path.join(self.log_dir, "tmp")))
         env = dict(os.environ, FLINK_CONF_DIR=conf, FLINK_LOG_DIR=self.log_dir,
-                   FLINK_HOME=home)
+                   FLINK_PID_DIR=self.log_dir, FLINK_HOME=home)
         self._spawn("jobmanager", [os.path.join(home, "bin", "jobmanager.sh"),
                                    "start-foreground"], env)
         self._wait(lambda: self.rest("/overview"), "the JobManager's REST API")
