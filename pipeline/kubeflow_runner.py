@@ -10,7 +10,8 @@ Metadata belongs to the cluster (KFP's store, or Vertex ML Metadata).
       `.json` = Vertex AI PipelineJob (target "vertex")
   submit(host, spec_file, run_name, params) -> id of the run started on a KFP
       endpoint (kfp.Client)
-  add_commands(subparsers) -> registers `recsys compile` and `recsys submit`
+
+`recsys compile` and `recsys submit` are tfx_recsys/kubeflow_commands.py.
 
 Runtime parameters (root input parameters of the spec, with their defaults
 from compile_pipeline()'s arguments; an operator sets them per run, see
@@ -79,10 +80,8 @@ Heavy imports (TensorFlow, TFX, kfp) happen inside the functions, so the CLI
 starts without them.
 """
 
-import argparse
 import json
 import os
-import sys
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tfx_recsys import config
@@ -100,7 +99,7 @@ OPEN_SOURCE_EXECUTORS = ("container", "importer")
 FINGERPRINT_TASK = "DataFingerprint"
 EXAMPLE_GEN_TASK = "InteractionsExampleGen"
 FINGERPRINT_COMMAND = ["python", "-m", "tfx_recsys.pipeline.data_fingerprint"]
-_EXTENSIONS = {"kubeflow": (".yaml", ".yml"), "vertex": (".json",)}
+EXTENSIONS = {"kubeflow": (".yaml", ".yml"), "vertex": (".json",)}
 
 # Placeholders: nothing runs here, so these only show the expected shape.
 # Build and push the image from kubeflow/Dockerfile, then name it with image=.
@@ -180,9 +179,9 @@ _EPOCHS_PARAMETERS = ("epochs", "ranker_epochs")
 def _check_target(output_file: str, target: str) -> None:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if not output_file.endswith(_EXTENSIONS[target]):
+    if not output_file.endswith(EXTENSIONS[target]):
         raise ValueError(
-            f"target {target} writes a {' or '.join(_EXTENSIONS[target])} file "
+            f"target {target} writes a {' or '.join(EXTENSIONS[target])} file "
             f"(KubeflowV2DagRunner picks the format by the name), got {output_file}")
 
 
@@ -546,100 +545,3 @@ def submit(host: str, spec_file: str, run_name: Optional[str] = None,
     result = client.create_run_from_pipeline_package(
         spec_file, arguments=arguments, run_name=run_name)
     return result.run_id
-
-
-# --------------------------------------------------------------------------
-# recsys compile, recsys submit
-
-
-def _error(message: str) -> int:
-    print(f"recsys: error: {message}", file=sys.stderr)
-    return 1
-
-
-def cmd_compile(args) -> int:
-    output = args.output or f"{config.PIPELINE_NAME}{_EXTENSIONS[args.target][0]}"
-    try:
-        path = compile_pipeline(
-            output, image=args.image, pipeline_root=args.pipeline_root,
-            data_path=args.data, serving_dir=args.serving_dir, target=args.target,
-            beam_pipeline_args=args.beam_arg or None)
-    except (ValueError, OSError) as e:
-        return _error(str(e))
-    print(path)
-    return 0
-
-
-def cmd_submit(args) -> int:
-    import kfp_server_api
-    import urllib3
-
-    try:
-        run_id = submit(args.host, args.spec, run_name=args.run_name,
-                        params=dict(args.param or []))
-    except (ValueError, OSError) as e:
-        return _error(str(e))
-    except urllib3.exceptions.HTTPError as e:
-        return _error(f"cannot reach Kubeflow Pipelines at {args.host} "
-                      f"({type(e).__name__})")
-    except kfp_server_api.exceptions.ApiException as e:
-        return _error(f"Kubeflow Pipelines at {args.host} refused the run: "
-                      f"{e.status} {e.reason}")
-    print(run_id)
-    return 0
-
-
-def _name_value(text: str):
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, value
-
-
-def add_commands(subparsers) -> None:
-    """Registers `compile` and `submit` on an argparse subparsers object.
-
-    Each sets `func`: takes the parsed args, prints one line (the written
-    file, the run id) and returns the exit code.
-    """
-    comp = subparsers.add_parser(
-        "compile", help="compile the pipeline for Kubeflow Pipelines or Vertex AI")
-    comp.add_argument("--target", choices=TARGETS, default="kubeflow",
-                      help="kubeflow: KFP v2 pipeline spec (.yaml) for the open-source "
-                           "backend (container tasks only: the served model is the "
-                           "regression reference, a DataFingerprint task stands in "
-                           "for the ExampleGen driver); vertex: Vertex AI PipelineJob "
-                           "(.json), TFX's resolver and driver included "
-                           "(default: %(default)s)")
-    comp.add_argument("--image", default=DEFAULT_IMAGE,
-                      help="image of every task, built from kubeflow/Dockerfile "
-                           "and pushed (default: %(default)s, a placeholder)")
-    comp.add_argument("--output",
-                      help="file to write: .yaml for kubeflow, .json for vertex "
-                           f"(default: {config.PIPELINE_NAME}.yaml or .json)")
-    comp.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT,
-                      help="artifact root of the runs (default: %(default)s)")
-    comp.add_argument("--data", default=DEFAULT_DATA_PATH,
-                      help="default of the data_path runtime parameter, a path "
-                           "mounted in the pods (default: %(default)s)")
-    comp.add_argument("--serving-dir", default=DEFAULT_SERVING_DIR,
-                      help="default of the serving_dir runtime parameter "
-                           "(default: %(default)s)")
-    comp.add_argument("--beam-arg", action="append", metavar="ARG",
-                      help="a Beam pipeline option for the components, "
-                           "repeatable; write it as --beam-arg=--option=value "
-                           "(default: " + " ".join(DEFAULT_BEAM_ARGS) + ")")
-    comp.set_defaults(func=cmd_compile)
-
-    sub = subparsers.add_parser(
-        "submit", help="start a run of a compiled .yaml spec on Kubeflow Pipelines")
-    sub.add_argument("--host", required=True,
-                     help="KFP API endpoint, e.g. http://localhost:8080")
-    sub.add_argument("--spec", required=True, help="the compiled .yaml spec")
-    sub.add_argument("--run-name", help="name of the run (default: kfp's)")
-    sub.add_argument("--param", action="append", type=_name_value,
-                     metavar="NAME=VALUE",
-                     help="set a runtime parameter, repeatable (e.g. "
-                          "data_path=/gcs/bucket/data, epochs=20); unset ones "
-                          "keep the spec's defaults")
-    sub.set_defaults(func=cmd_submit)

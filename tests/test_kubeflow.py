@@ -17,7 +17,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from tfx_recsys import config
+from tfx_recsys import config, kubeflow_commands
 from tfx_recsys.pipeline import kubeflow_runner
 
 IMAGE = "registry.example.com/ml/tfx-recsys:1.2.3"
@@ -482,7 +482,7 @@ def test_submit_checks_parameters_against_the_spec(spec, spec_path):
 
 def _parser():
     parser = argparse.ArgumentParser(prog="recsys")
-    kubeflow_runner.add_commands(parser.add_subparsers(dest="command", required=True))
+    kubeflow_commands.add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

@@ -29,7 +29,7 @@ LAYERS = [
         "tfx_recsys.serving.two_stage", "tfx_recsys.serving.reranking"]),
     ("components", ["tfx_recsys.components"]),
     ("pipeline", ["tfx_recsys.pipeline"]),
-    ("app", ["tfx_recsys.cli", "tfx_recsys.report", "tfx_recsys.run_summary",
+    ("app", ["tfx_recsys.cli", "tfx_recsys.kubeflow_commands", "tfx_recsys.report", "tfx_recsys.run_summary",
              "tfx_recsys.lineage", "tfx_recsys.serving"]),
 ]
 

@@ -767,9 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--root", default=config.DEFAULT_ROOT)
     runs.set_defaults(func=cmd_runs)
 
-    from tfx_recsys.pipeline import kubeflow_runner  # light: no TFX at import
+    from tfx_recsys import kubeflow_commands  # light: no TFX at import
 
-    kubeflow_runner.add_commands(commands)
+    kubeflow_commands.add_commands(commands)
     return parser
 
 
