@@ -78,15 +78,21 @@ def _examples(store, split):
 
 
 def _processes_mentioning(text: str) -> List[int]:
-    """Live processes whose command line contains `text`."""
+    """Live processes other than this one whose command line or environment
+    contains `text` (an SDK worker's command line names no path, its
+    SEMI_PERSISTENT_DIRECTORY does)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            pass
+        if int(pid) == os.getpid():
+            continue
+        for name in ("cmdline", "environ"):
+            try:
+                with open(f"/proc/{pid}/{name}", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(pid))
+                        break
+            except OSError:
+                pass
     return found
 
 
