@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test test-fast bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load lock clean
+.PHONY: setup system-packages run test test-fast test-flink bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load lock clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,14 @@ $(STAMP): $(LOCK) setup.py tfx_recsys/platform_compat.py | $(UV)
 run: setup
 	$(VENV)/bin/recsys run
 
-test: setup system-packages flink-if-java
+test: setup system-packages
 	$(VENV_PY) -m pytest
+
+# The pipeline on a local Flink cluster (tests/test_flink.py): about 40
+# minutes on two cores, mostly Flink starting a Python worker (and importing
+# TensorFlow) per task, so `make test` leaves it out.
+test-flink: setup flink
+	RECSYS_TEST_FLINK=1 $(VENV_PY) -m pytest tests/test_flink.py
 
 # The edit loop: everything but the pipeline runs, trainings, servers and
 # benchmarks (the `integration` mark, see tests/conftest.py).
@@ -68,7 +74,7 @@ system-packages:
 FLINK_DIR   := build/flink
 FLINK_STAMP := $(FLINK_DIR)/.complete
 FLINK_DEBIAN_PACKAGES := openjdk-17-jre-headless maven
-.PHONY: flink flink-if-java
+.PHONY: flink
 
 flink: $(FLINK_STAMP)
 
@@ -88,13 +94,6 @@ $(FLINK_STAMP): flink/requirements.txt flink/pom.xml flink/jobserver.sha256 | $(
 	cd $(FLINK_DIR)/jobserver && sha256sum --quiet --strict -c $(CURDIR)/flink/jobserver.sha256 \
 	    && test "$$(ls | wc -l)" = "$$(wc -l < $(CURDIR)/flink/jobserver.sha256)"
 	@touch $@
-
-# For `make test`: Flink where Java and Maven are or can be installed (root);
-# elsewhere the Flink test skips, saying so.
-flink-if-java:
-	@if { command -v java >/dev/null && command -v mvn >/dev/null; } || [ "$$(id -u)" = 0 ]; \
-	then $(MAKE) --no-print-directory flink; \
-	else echo "no Java/Maven: the Flink test will skip" >&2; fi
 
 # All benchmarks; each prints a table and writes bench/results/.
 bench: bench-quality bench-throughput bench-serving

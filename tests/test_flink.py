@@ -5,8 +5,9 @@ A local standalone cluster (JobManager and TaskManager processes), Beam's
 Flink job server and an SDK worker pool (environment EXTERNAL) run tiny_run's
 pipeline; this package reaches the workers as the sdist --setup_file builds
 (pipeline/flink_worker_boot.py installs it). Needs Java and Maven (`make
-flink` fetches Flink and the job server's jars; `make test` runs it); skips
-where Java or Maven is absent.
+flink` fetches Flink and the job server's jars). The run takes about 40
+minutes on two cores, so it runs with `make test-flink`
+(RECSYS_TEST_FLINK=1), not in `make test`.
 """
 
 import dataclasses
@@ -29,8 +30,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEAM_COMPONENTS = ("InteractionsExampleGen", "StatisticsGen", "Transform",
                    "RetrievalEvaluator", "RefitTransform")
 
-# Runs the pipeline (see conftest.INTEGRATION_FIXTURES).
-integration = pytest.mark.integration
+
+
+def integration(test):
+    """Uses the Flink run (see conftest.INTEGRATION_FIXTURES): only with
+    RECSYS_TEST_FLINK=1 (make test-flink)."""
+    test = pytest.mark.integration(test)
+    return pytest.mark.skipif(os.environ.get("RECSYS_TEST_FLINK") != "1",
+                              reason="about 40 min on two cores: make test-flink")(test)
+
+
 pytestmark = pytest.mark.skipif(
     not (shutil.which("java") and shutil.which("mvn")),
     reason="Flink needs Java and Maven (Debian: openjdk-17-jre-headless maven)")
