@@ -267,7 +267,10 @@ class FlinkCluster:
                           if n.startswith("log4j")]
         log_config = os.path.join(flink_home(), "conf", "log4j-console.properties")
         self._spawn("jobserver", [
+            # The config's rolling file appender writes to ${sys:log.file}:
+            # name it, or log4j creates a file of that literal name in the cwd.
             "java", f"-Dlog4j.configurationFile=file:{log_config}",
+            f"-Dlog.file={os.path.join(self.log_dir, 'jobserver.log')}",
             "-cp", ":".join(classpath), JOB_SERVER_MAIN,
             f"--flink-master={self.rest_address}", "--job-host=127.0.0.1",
             f"--job-port={self.job_port}", "--artifact-port=0", "--expansion-port=0",
