@@ -40,7 +40,8 @@ def is_missing(value) -> bool:
 # What the pusher records on its PushedModel (custom properties), which
 # `recsys run`, the report and `recsys lineage` read.
 PUSHED_PROPERTIES = (
-    "pushed", "pushed_version", "pushed_destination", "reason",
+    "pushed", "pushed_version", "pushed_destination",
+    "reason",                       # why nothing was pushed (absent on a push)
     "served_model",                 # "refit" or "evaluated"
     "refit_check_k", "refit_check_evaluated_recall", "refit_check_refit_recall",
     "index_recall", "index_recall_k", "index_latency_ms_p50",
