@@ -125,3 +125,15 @@ def bench_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def evaluation_metrics(store) -> dict:
+    """metrics.json of the latest RetrievalEvaluator execution in `store`."""
+    import json
+
+    from tfx_recsys import run_summary
+
+    evaluator = run_summary.latest_execution(store, "RetrievalEvaluator")
+    [artifact] = run_summary.output_artifacts(store, evaluator, "evaluation")
+    with open(os.path.join(artifact.uri, "metrics.json")) as f:
+        return json.load(f)

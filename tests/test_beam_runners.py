@@ -8,7 +8,6 @@ minutes on two cores, mostly starting workers.
 
 import json
 import math
-import os
 import re
 
 import pytest
@@ -17,8 +16,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from tfx_recsys import examples_io, run_summary
-from conftest import tfx_sdists_under
-from tfx_recsys.pipeline import beam_options, beam_staging, local_runner
+from conftest import evaluation_metrics, tfx_sdists_under
+from tfx_recsys.pipeline import beam_options, beam_staging
 from tfx_recsys.pipeline import metadata_store as store_location
 from tfx_recsys.pipeline.beam_options import beam_args
 
@@ -120,14 +119,6 @@ def _store(run):
     return metadata_store.MetadataStore(store_location.connection_config(run.metadata_url))
 
 
-def _evaluation(store):
-    """metrics.json of the latest RetrievalEvaluator execution."""
-    evaluator = run_summary.latest_execution(store, "RetrievalEvaluator")
-    [artifact] = run_summary.output_artifacts(store, evaluator, "evaluation")
-    with open(os.path.join(artifact.uri, "metrics.json")) as f:
-        return json.load(f)
-
-
 def _examples(store, split):
     """The ExampleGen's examples of one split, in file order, each as JSON."""
     [execution] = run_summary.executions_of(store, "InteractionsExampleGen")
@@ -198,7 +189,7 @@ def test_two_workers_evaluate_the_same_as_in_memory(two_worker_run_on_mariadb, t
     """
     in_memory = run_summary.open_store(tiny_run.root)
     two_workers = _store(two_worker_run_on_mariadb)
-    expected, got = _evaluation(in_memory), _evaluation(two_workers)
+    expected, got = evaluation_metrics(in_memory), evaluation_metrics(two_workers)
     for name, baseline in expected["baselines"].items():
         for slice_name, values in [("overall", baseline["overall"]),
                                    *baseline["slices"].items()]:

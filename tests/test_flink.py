@@ -20,6 +20,7 @@ import time
 from typing import List
 
 import pytest
+from conftest import evaluation_metrics
 
 from tfx_recsys import examples_io, run_summary
 from tfx_recsys.pipeline import flink_cluster
@@ -71,13 +72,6 @@ def flink_run(tiny_data, tmp_path_factory):
                          blessing=config.BlessingConfig(metric="recall@10"))
         jobs, pids = flink.jobs(), flink.pids()
     return FlinkRun(root, log_dir, jobs, pids, time.monotonic() - started)
-
-
-def _evaluation(store):
-    evaluator = run_summary.latest_execution(store, "RetrievalEvaluator")
-    [artifact] = run_summary.output_artifacts(store, evaluator, "evaluation")
-    with open(os.path.join(artifact.uri, "metrics.json")) as f:
-        return json.load(f)
 
 
 def _examples(store, split):
@@ -152,7 +146,7 @@ def test_flink_writes_the_same_examples_and_baselines_as_in_memory(flink_run, ti
     flink = run_summary.open_store(flink_run.root)
     for split in ("train", "eval"):
         assert sorted(_examples(flink, split)) == sorted(_examples(in_memory, split)), split
-    expected, got = _evaluation(in_memory), _evaluation(flink)
+    expected, got = evaluation_metrics(in_memory), evaluation_metrics(flink)
     for name, baseline in expected["baselines"].items():
         assert baseline["overall"] == pytest.approx(
             got["baselines"][name]["overall"], rel=1e-9, abs=1e-12), name
