@@ -35,6 +35,12 @@ Example (datasets/movielens-100k.yaml is the full one):
     history: {length: 50}
     csv: {delimiter: ",", encoding: utf-8}   # optional, csv only
 
+Data that arrives in spans (data/spans.py): a table path may hold TFX's
+`{SPAN}` pattern, e.g. `interactions: {path: spans/{SPAN}/interactions.csv}`;
+a run reads the latest span (or `recsys run --span N`), and with `window: W`
+the interactions of the last W spans. User and item tables are static or per
+span (the latest file at or before the span is the table).
+
 A config stays in its folder: table paths are relative to the data
 directory and must resolve inside it (no absolute path, no `..`, no symlink
 out), unless `allow_paths_outside_data: true` says otherwise; `name` is an
@@ -91,6 +97,9 @@ KINDS = ("id", "categorical", "multi_categorical", "numeric", "text", "timestamp
 # Example value type of each kind: 'bytes', 'float' or 'int64'.
 KIND_DTYPES = {"id": "bytes", "categorical": "bytes", "multi_categorical": "bytes",
                "numeric": "float", "text": "bytes", "timestamp": "int64"}
+
+# TFX's span placeholder in a table path: the digits of a span number.
+SPAN_PATTERN = "{SPAN}"
 
 SPLIT_KINDS = ("per_user_temporal", "global_time", "leave_last_out", "random")
 
@@ -258,6 +267,9 @@ class DatasetConfig:
     csv: Csv = Csv()
     # Table paths may be absolute or lead out of the data directory.
     allow_paths_outside_data: bool = False
+    # With `{SPAN}` in interactions.path: how many of the latest spans are
+    # the data (data/spans.py).
+    window: int = 1
 
     # ---- conversion -----------------------------------------------------
 
@@ -284,6 +296,8 @@ class DatasetConfig:
             result["csv"] = dataclasses.asdict(self.csv)
         if self.allow_paths_outside_data:
             result["allow_paths_outside_data"] = True
+        if self.window != 1:
+            result["window"] = self.window
         return result
 
     def to_json(self) -> str:
@@ -431,7 +445,7 @@ def from_dict(raw: Any, source: str = "<config>") -> DatasetConfig:
     csv_options = top.mapping("csv", required=False)
     top.done({"name", "format", "interactions", "users", "items", "split",
               "history", "max_rejected_fraction", "csv",
-              "allow_paths_outside_data"})
+              "allow_paths_outside_data", "window"})
 
     config = DatasetConfig(
         name=_name(top),
@@ -447,15 +461,40 @@ def from_dict(raw: Any, source: str = "<config>") -> DatasetConfig:
         csv=_csv(csv_options or {}, source),
         allow_paths_outside_data=top.boolean("allow_paths_outside_data",
                                              default=False),
+        window=top.integer("window", default=1, minimum=1),
     )
     if csv_options is not None and config.format != "csv":
         raise ConfigError(f"{source}: csv: applies only to `format: csv`, not "
                           f"{config.format}; remove it.")
     _check_names(config, source)
+    _check_spans(config, source)
     if not config.allow_paths_outside_data:
         for where in ("interactions", "users", "items"):
             _check_relative(getattr(config, where).path, source, f"{where}.path")
     return config
+
+
+def _check_spans(config: DatasetConfig, source: str) -> None:
+    """`{SPAN}` (TFX's span pattern) may stand in table paths, in the
+    interactions' whenever in a user or item table's; `window` needs it."""
+    for where in ("interactions", "users", "items"):
+        path = getattr(config, where).path
+        if path.count(SPAN_PATTERN) > 1 or re.search(r"\{(?!SPAN\})[A-Z]+[^}]*\}", path):
+            raise ConfigError(
+                f"{source}: {where}.path: {path!r}: the only pattern a table path "
+                f"may hold is one {SPAN_PATTERN} (a directory or file name of "
+                "digits per span, e.g. spans/{SPAN}/interactions.csv).")
+    spans = SPAN_PATTERN in config.interactions.path
+    for where in ("users", "items"):
+        if SPAN_PATTERN in getattr(config, where).path and not spans:
+            raise ConfigError(
+                f"{source}: {where}.path has {SPAN_PATTERN} but interactions.path "
+                "has not: spans are the interactions' first; add "
+                f"{SPAN_PATTERN} to interactions.path or remove it from {where}.path.")
+    if config.window != 1 and not spans:
+        raise ConfigError(
+            f"{source}: window: {config.window} needs spans: put {SPAN_PATTERN} in "
+            "interactions.path (e.g. spans/{SPAN}/interactions.csv), or remove window.")
 
 
 def _name(top: "_Fields") -> str:

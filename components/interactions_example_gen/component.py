@@ -16,9 +16,12 @@ config's rule and adds the behaviour features (see `splitting.py`). Outputs:
   accepted interaction, each history running up to the interaction before
   (the final fit's data: splitting.refit_examples); else an empty split.
 
-The input_config names the three configured files (one input split per
-table), so the driver fingerprints exactly them for caching; the dataset
-config itself is an execution property, so changing it reruns the component.
+Spans (data/spans.py): with `{SPAN}` in the config's interactions path the
+run reads the latest span and its window, or the span a static
+`range_config` names (`recsys run --span N`). The driver (driver.py)
+resolves the files and fingerprints exactly them for caching; every output
+records `span` and `spans` (the window). The dataset config itself is an
+execution property, so changing it reruns the component.
 """
 
 from typing import Optional, Union
@@ -26,13 +29,13 @@ from typing import Optional, Union
 from tfx import types
 from tfx.components.example_gen import component as example_gen_component
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from tfx_recsys import dataset_config, fingerprint
-from tfx_recsys.components.interactions_example_gen import executor
-from tfx_recsys.data import tables
+from tfx_recsys.components.interactions_example_gen import driver, executor
+from tfx_recsys.data import spans, tables
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 ITEMS_KEY = executor.ITEMS_KEY
@@ -61,12 +64,24 @@ class InteractionsExampleGenSpec(types.ComponentSpec):
 
 def input_config(config: dataset_config.DatasetConfig) -> example_gen_pb2.Input:
     """One input split per table, its pattern the configured path (relative
-    to input_base): what the driver fingerprints. The executor assigns
-    interactions to train and eval itself."""
+    to input_base). The executor assigns interactions to train and eval
+    itself and reads the dataset config's tables, not these patterns; they are
+    what TFX's own driver fingerprints where it runs instead of ours (the
+    Kubeflow specs). With spans only the interactions' pattern is listed:
+    TFX's driver needs `{SPAN}` in every split or none, and a new span is
+    what new data means there."""
+    with_spans = spans.has_spans(config)
     return example_gen_pb2.Input(splits=[
         example_gen_pb2.Input.Split(name=table,
                                     pattern=tables.table_spec(config, table).path)
-        for table in tables.TABLES])
+        for table in tables.TABLES if table == "interactions" or not with_spans])
+
+
+def span_range(span: int) -> range_config_pb2.RangeConfig:
+    """The range_config that reads span `span` (and its window) instead of
+    the latest."""
+    return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+        start_span_number=span, end_span_number=span))
 
 
 class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
@@ -77,11 +92,13 @@ class InteractionsExampleGen(example_gen_component.FileBasedExampleGen):
       dataset: the dataset config as JSON (`DatasetConfig.to_json()`); a
         DatasetConfig is accepted too. Checked here, so a bad config fails
         when the pipeline is built.
-      range_config: as for FileBasedExampleGen.
+      range_config: a static range of one span (`span_range`): read that
+        span and its window instead of the latest.
       with_refit_examples: also write `refit_examples` (for the final fit).
     """
 
     SPEC_CLASS = InteractionsExampleGenSpec
+    DRIVER_CLASS = driver.SpanWindowDriver
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, input_base: str,

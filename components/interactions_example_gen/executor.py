@@ -20,25 +20,28 @@ WriteSplit, which reshuffles the records randomly, so two runs on the same
 data would write them in different orders and train different models.
 """
 
+import dataclasses
 import json
 import os
 import pickle
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 from tfx import types
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
 
 from tfx_recsys import config as pipeline_config
 from tfx_recsys import dataset_config as dc
 from tfx_recsys.data import splitting
-from tfx_recsys.data import ingest, tables
+from tfx_recsys.data import ingest, spans, tables
 
 # Keys of the component (component.py imports them from here).
 DATASET_KEY = "dataset"
@@ -56,6 +59,9 @@ FILTERED_PROPERTY = "filtered_below_min_rating"
 DUPLICATES_PROPERTY = "duplicates_removed"
 # JSON {table: {"file", "rows", "accepted", "rejected", "duplicates", "filtered"}}.
 ACCOUNTING_PROPERTY = "row_accounting"
+# The target span (TFX's property name) and the window's spans ("3,4,5").
+SPAN_PROPERTY = example_gen_utils.SPAN_PROPERTY_NAME
+SPANS_PROPERTY = "spans"
 
 _REJECTED = "rejected"
 _COUNTS = "counts"
@@ -64,30 +70,33 @@ _REFIT = "refit"  # the tag of refit rows; written as the train split of refit_e
 
 
 class _ReadTable(beam.DoFn):
-    """Reads and types one table, in file order.
+    """Reads and types one table file, in file order.
 
-    Main output: typed rows (interactions as (row number, row), others as
-    rows); `rejected`: Rejects; `counts`: one (table, rows read, rows
-    filtered below min_rating).
+    Input: (table, span, config whose paths are single files); span is None
+    unless the run reads spans. Main output: typed rows (interactions as (row
+    number, row), the number an ingest.Position with spans; others as rows);
+    `rejected`: Rejects; `counts`: one (table, rows read, rows filtered below
+    min_rating).
     """
 
-    def __init__(self, config: dc.DatasetConfig, data_dir: str, now: float):
+    def __init__(self, data_dir: str, now: float):
         super().__init__()
-        self._config, self._data_dir, self._now = config, data_dir, now
+        self._data_dir, self._now = data_dir, now
 
-    def process(self, table: str):
+    def process(self, element):
+        table, span, config = element
+        file = tables.table_spec(config, table).path
         rows = filtered = 0
-        for number, row in ingest.parse_table(self._config, table,
-                                              self._data_dir, self._now):
+        for number, row in ingest.parse_table(config, table, self._data_dir, self._now):
             rows += 1
             if isinstance(row, ingest.Reject):
                 yield beam.pvalue.TaggedOutput(_REJECTED, row)
             elif table != "interactions":
                 yield row
-            elif ingest.below_min_rating(row, self._config):
+            elif ingest.below_min_rating(row, config):
                 filtered += 1
             else:
-                yield number, row
+                yield (number if span is None else ingest.Position(span, number, file)), row
         yield beam.pvalue.TaggedOutput(_COUNTS, (table, rows, filtered))
 
 
@@ -177,12 +186,14 @@ def _write_report(_, rejects, counts, examples, config: dc.DatasetConfig,
                   examples_uri: str) -> None:
     """Writes rejected_rows.csv and ingest_report.json under examples_uri."""
     examples = dict(examples)
+    totals = {}
+    for table, rows, filtered in counts:  # one entry per file read
+        read, below = totals.get(table, (0, 0))
+        totals[table] = (read + rows, below + filtered)
     accepted = {"interactions": examples.get(_TRAIN, 0) + examples.get(_EVAL, 0),
                 "users": examples.get(USERS_SPLIT, 0),
                 "items": examples.get(pipeline_config.ITEMS_SPLIT, 0)}
-    report = ingest.build_report(
-        config, rejects, {table: (rows, filtered) for table, rows, filtered in counts},
-        examples, accepted)
+    report = ingest.build_report(config, rejects, totals, examples, accepted)
     with fileio.open(os.path.join(examples_uri, ingest.REJECTED_ROWS_FILE), "w") as f:
         f.write(ingest.rejected_rows_csv(rejects))
     with fileio.open(os.path.join(examples_uri, REPORT_FILE), "w") as f:
@@ -190,15 +201,28 @@ def _write_report(_, rejects, counts, examples, config: dc.DatasetConfig,
 
 
 def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
-            now: float, examples_uri: str, refit: bool = False
+            now: float, examples_uri: str, refit: bool = False,
+            selection: Optional[spans.SpanSelection] = None
             ) -> Dict[str, beam.pvalue.PCollection]:
     """Serialized tf.Examples per split (train, eval, items, users, and with
     `refit` the final fit's rows under "refit"); also writes the report (see
-    `_write_report`), which counts the other splits."""
+    `_write_report`), which counts the other splits.
+
+    selection: the files to read (spans.select); None: the config's files."""
+    selection = selection or spans.select(config, data_dir)
+    file_configs = selection.configs(config)
+    with_spans = spans.has_spans(config)
+    # The users and items tables are one file; their config is any file's.
+    config = _reported(config, selection)
+    elements = {
+        "users": [("users", None, file_configs[-1][1])],
+        "items": [("items", None, file_configs[-1][1])],
+        "interactions": [("interactions", span if with_spans else None, file_config)
+                         for span, file_config in file_configs]}
     read = {table: (pipeline
-                    | f"Table[{table}]" >> beam.Create([table])
+                    | f"Table[{table}]" >> beam.Create(elements[table])
                     | f"Read[{table}]" >> beam.ParDo(
-                        _ReadTable(config, data_dir, now)).with_outputs(
+                        _ReadTable(data_dir, now)).with_outputs(
                             _REJECTED, _COUNTS, main="rows"))
             for table in ("users", "items", "interactions")}
     users = read["users"].rows | "KeyUsers" >> beam.Map(lambda r: (r[dc.USER_ID], r))
@@ -268,6 +292,32 @@ def _ingest(pipeline: beam.Pipeline, config: dc.DatasetConfig, data_dir: str,
     return records
 
 
+def _reported(config: dc.DatasetConfig, selection: spans.SpanSelection
+              ) -> dc.DatasetConfig:
+    """The config as reports and rejects name it: each table's path the file
+    (or files) read; unchanged without spans."""
+    return dataclasses.replace(config, **{
+        table: dataclasses.replace(getattr(config, table),
+                                   path=selection.describe(table))
+        for table in spans.TABLES})
+
+
+def requested_span(exec_properties: Dict[str, Any]) -> Optional[int]:
+    """The span to read: the driver's resolution when it ran (local runs,
+    Vertex), else the range_config's static span (`--span N`), else None
+    (the latest)."""
+    resolved = exec_properties.get(SPAN_PROPERTY)
+    if resolved is not None:
+        return int(resolved)
+    range_json = exec_properties.get(standard_component_specs.RANGE_CONFIG_KEY)
+    if range_json:
+        range_config = proto_utils.json_to_proto(range_json,
+                                                 range_config_pb2.RangeConfig())
+        if range_config.HasField("static_range"):
+            return range_config.static_range.end_span_number
+    return None
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Reads, checks, joins and splits a configured dataset (see module doc)."""
 
@@ -278,7 +328,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = dc.DatasetConfig.from_json(exec_properties[DATASET_KEY])
         data_dir = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         # Structural problems fail here, before Beam starts, with one message.
-        tables.validate_dataset(config, data_dir)
+        selection = spans.select(config, data_dir, requested_span(exec_properties))
+        for _, file_config in selection.configs(config):
+            tables.validate_dataset(file_config, data_dir)
 
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
@@ -302,7 +354,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         with self._make_beam_pipeline() as pipeline:
             records = _ingest(pipeline, config, data_dir, time.time(), examples.uri,
-                              with_refit)
+                              with_refit, selection)
             for split, pcoll in records.items():
                 _ = pcoll | f"Write[{split}]" >> _WriteRecords(split_uris[split])
 
@@ -320,10 +372,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples.set_string_custom_property(
             ACCOUNTING_PROPERTY, json.dumps(ingest.accounting(report), sort_keys=True))
         ingest.check_accounting(report)
-        ingest.check_report(report, config, data_dir,
+        ingest.check_report(report, _reported(config, selection), data_dir,
                             os.path.join(examples.uri, ingest.REJECTED_ROWS_FILE))
         refit.set_int_custom_property(WITH_REFIT_KEY, int(with_refit))
         for artifact in (examples, items, users, refit):
+            # What the data is: TFX's span property, and the window's spans.
+            artifact.set_int_custom_property(SPAN_PROPERTY, selection.span)
+            artifact.set_string_custom_property(SPANS_PROPERTY,
+                                                ",".join(map(str, selection.spans)))
             examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
             examples_utils.set_file_format(
                 artifact,

@@ -104,6 +104,23 @@ class Reject(NamedTuple):
     raw: str
 
 
+class Position(NamedTuple):
+    """Where an interaction was read when a run reads several files (spans):
+    ordered by span, then row; `file` names it in a Reject."""
+
+    span: int
+    row: int
+    file: str
+
+
+def _where(number, config: dc.DatasetConfig) -> Tuple[str, int]:
+    """(file, row) of an interaction's number: a Position, or a row number
+    of the config's one interactions file."""
+    if isinstance(number, Position):
+        return number.file, number.row
+    return config.interactions.path, number
+
+
 class _Bad(Exception):
     """A value that breaks a rule: its reason category."""
 
@@ -388,8 +405,12 @@ def drop_duplicates(numbered: Iterable[Tuple[int, Row]], config: dc.DatasetConfi
     for number, row in ordered:
         key = duplicate_key(row)
         if key in first:
-            duplicates.append(Reject("interactions", config.interactions.path, number,
-                                     "", REASON_DUPLICATE, f"same as row {first[key]}"))
+            file, line = _where(number, config)
+            first_file, first_line = _where(first[key], config)
+            same_as = (f"row {first_line}" if first_file == file
+                       else f"{first_file} row {first_line}")
+            duplicates.append(Reject("interactions", file, line,
+                                     "", REASON_DUPLICATE, f"same as {same_as}"))
         else:
             first[key] = number
             kept.append((number, row))
@@ -422,7 +443,8 @@ def unknown_key(number: int, interaction: Row, users: Mapping[str, Row],
                                      (dc.ITEM_ID, items, spec.item, "item")):
         if interaction[key] not in table:
             path = (config.users if what == "user" else config.items).path
-            return Reject("interactions", spec.path, number, column,
+            file, row = _where(number, config)
+            return Reject("interactions", file, row, column,
                           unknown_reason(path, what), raw_text(interaction[key]))
     return None
 

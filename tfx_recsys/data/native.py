@@ -127,3 +127,57 @@ def format_genres(genres: Union[str, Sequence[str], None]) -> str:
             raise ValueError(f"genre name {genre!r} contains the separator "
                              f"{GENRE_SEPARATOR!r}")
     return GENRE_SEPARATOR.join(genres)
+
+
+# --------------------------------------------------------------------------
+# Spans: a dataset replayed as data that arrives in batches
+
+SPANS_DIR = "spans"
+# The dataset config's interactions.path for what write_spans writes.
+SPAN_INTERACTIONS_PATH = f"{SPANS_DIR}/{{SPAN}}/{INTERACTIONS_FILE}"
+
+
+def write_spans(source_dir: str, out_dir: str, num_spans: int) -> list:
+    """Replays a native dataset as `num_spans` spans by global time.
+
+    The interactions, ordered by timestamp (then file order), are cut into
+    num_spans runs of equal count (a timestamp shared by two runs stays in
+    the earlier) and written as out_dir/spans/<k>/interactions.csv, k = 1..
+    num_spans; users.csv and items.csv are copied as static tables (every
+    item's content is known from the start, as a catalogue is).
+
+    Returns the last timestamp of each span.
+    """
+    if num_spans < 1:
+        raise ValueError(f"num_spans must be at least 1, got {num_spans}")
+    with open(os.path.join(source_dir, INTERACTIONS_FILE), newline="",
+              encoding=_ENCODING) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        timestamp = header.index("timestamp")
+        rows = sorted(enumerate(reader), key=lambda pair: (int(pair[1][timestamp]),
+                                                           pair[0]))
+    if len(rows) < num_spans:
+        raise ValueError(f"{len(rows)} interactions cannot make {num_spans} spans")
+    ends, start = [], 0
+    for k in range(1, num_spans + 1):
+        end = len(rows) * k // num_spans
+        while 0 < end < len(rows) and rows[end][1][timestamp] == rows[end - 1][1][timestamp]:
+            end += 1
+        span_rows = [row for _, row in rows[start:end]]
+        _write_table(os.path.join(_made(out_dir, SPANS_DIR, str(k)), INTERACTIONS_FILE),
+                     tuple(header), span_rows)
+        ends.append(int(span_rows[-1][timestamp]) if span_rows else None)
+        start = max(start, end)
+    for name in (USERS_FILE, ITEMS_FILE):
+        with open(os.path.join(source_dir, name), newline="", encoding=_ENCODING) as f:
+            reader = csv.reader(f)
+            columns = tuple(next(reader))
+            _write_table(os.path.join(_made(out_dir), name), columns, list(reader))
+    return ends
+
+
+def _made(*parts: str) -> str:
+    path = os.path.join(*parts)
+    os.makedirs(path, exist_ok=True)
+    return path
