@@ -50,21 +50,21 @@ TINY = {"epochs": 2, "batch_size": 4, "embedding_dim": 8, "feature_dim": 4,
         "hidden_layers": [8]}
 
 
-def _earlier(user, timestamp):
+def _earlier(user, timestamp, events=EVENTS):
     """The user's items strictly before `timestamp`, oldest first."""
-    return [i for _, i in sorted((t, i) for u, i, t in EVENTS
+    return [i for _, i in sorted((t, i) for u, i, t in events
                                  if u == user and t < timestamp)]
 
 
-def _raw_instance(user, item, timestamp):
+def _raw_instance(user, item, timestamp, events=EVENTS, items=ITEMS):
     age, gender, occupation, zip_code = USERS[user]
-    genres, title, year = ITEMS[item]
-    earlier = [t for u, _, t in EVENTS if u == user and t < timestamp]
+    genres, title, year = items[item]
+    earlier = [t for u, _, t in events if u == user and t < timestamp]
     return {"user_id": [user], "item_id": [item], "timestamp": [timestamp],
             "rating": [4.0], "age": age, "gender": [gender],
             "occupation": [occupation], "zip_code": [zip_code], "genres": genres,
             "title": [title], "release_year": year,
-            "history": _earlier(user, timestamp),
+            "history": _earlier(user, timestamp, events),
             "seconds_since_previous": [timestamp - max(earlier)] if earlier else []}
 
 
@@ -80,11 +80,16 @@ class _DataAccessor:
 def transform_dir(tmp_path_factory):
     """Runs preprocessing_fn with tf.Transform on EVENTS (the train split) and
     writes the transformed examples to <dir>/train.tfrecord."""
-    output = str(tmp_path_factory.mktemp("transform"))
+    return write_transform(str(tmp_path_factory.mktemp("transform")))
+
+
+def write_transform(output, events=EVENTS, items=ITEMS):
+    """Transform's output for `events` (the train split) of `items` in
+    `output`, and the transformed examples in <output>/train.tfrecord."""
     raw_metadata = dataset_metadata.DatasetMetadata.from_feature_spec(RAW_SPEC)
     with tft_beam.Context(temp_dir=os.path.join(output, "tmp")):
         (transformed, transformed_metadata), transform_fn = (
-            ([_raw_instance(*event) for event in EVENTS], raw_metadata)
+            ([_raw_instance(*event, events, items) for event in events], raw_metadata)
             | tft_beam.AnalyzeAndTransformDataset(functools.partial(
                 features.preprocessing_fn, custom_config=CUSTOM_CONFIG)))
         _ = transform_fn | tft_beam.WriteTransformFn(output)

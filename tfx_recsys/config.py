@@ -124,6 +124,10 @@ class TwoTowerConfig(_Hyperparameters):
     use_recency: the query tower reads the seconds_since_previous bucket (the
       query signature then takes the request `timestamp`).
     share_item_embeddings: history and the candidate's item id share a table.
+    epochs: passes over the train split.
+    warm_start_epochs: passes when the Trainer starts from the last blessed
+      model's weights (models/warm_start.py); None: half of `epochs`, at
+      least 1 (the carried weights need fewer passes to settle).
     """
 
     embedding_dim: int = 64
@@ -138,8 +142,12 @@ class TwoTowerConfig(_Hyperparameters):
     optimizer: str = "adam"
     learning_rate: float = 0.001
     epochs: int = 10
+    warm_start_epochs: Optional[int] = None
     batch_size: int = 1024
     seed: int = 42
+
+    def __post_init__(self):
+        _check_warm_start_epochs(self.warm_start_epochs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +164,7 @@ class SoftmaxConfig(_Hyperparameters):
       softmax above.
     num_sampled: sampled negatives per batch (drawn by train frequency,
       logQ-corrected) when the softmax is sampled.
+    epochs, warm_start_epochs: as in TwoTowerConfig.
     """
 
     embedding_dim: int = 64
@@ -169,8 +178,25 @@ class SoftmaxConfig(_Hyperparameters):
     optimizer: str = "adam"
     learning_rate: float = 0.001
     epochs: int = 20
+    warm_start_epochs: Optional[int] = None
     batch_size: int = 1024
     seed: int = 42
+
+    def __post_init__(self):
+        _check_warm_start_epochs(self.warm_start_epochs)
+
+
+def _check_warm_start_epochs(value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise ValueError(f"warm_start_epochs must be None (half of epochs) or an "
+                         f"int >= 1, got {value!r}")
+
+
+def warm_start_epochs(hparams) -> int:
+    """Passes a warm-started retrieval Trainer runs (TwoTowerConfig or
+    SoftmaxConfig): warm_start_epochs, else half of epochs, at least 1."""
+    return hparams.warm_start_epochs or max(1, hparams.epochs // 2)
 
 
 # Retrieval models the Trainer can run (`recsys run --model NAME`):

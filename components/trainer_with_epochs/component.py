@@ -49,6 +49,8 @@ class Trainer(trainer_component.Trainer):
       epochs: None (custom_config's "epochs" holds), an int >= 1, or a
         RuntimeParameter(ptype=int); when set, the executor writes it into
         custom_config's "epochs" before run_fn reads it.
+      base_model: a Model to warm-start from (fn_args.base_model), as for
+        TFX's Trainer.
     """
 
     SPEC_CLASS = TrainerWithEpochsSpec
@@ -64,7 +66,8 @@ class Trainer(trainer_component.Trainer):
             eval_args: Optional[trainer_pb2.EvalArgs] = None,
             custom_config: Optional[Union[Dict[str, Any],
                                           data_types.RuntimeParameter]] = None,
-            epochs: Optional[Union[int, data_types.RuntimeParameter]] = None):
+            epochs: Optional[Union[int, data_types.RuntimeParameter]] = None,
+            base_model: Optional[types.BaseChannel] = None):
         # TFX's Trainer.__init__ builds a plain TrainerSpec, which
         # BaseComponent refuses for a SPEC_CLASS that extends it; so the spec
         # is built here, for the arguments this project uses, and handed to
@@ -75,6 +78,7 @@ class Trainer(trainer_component.Trainer):
             examples=examples,
             transform_graph=transform_graph,
             schema=schema,
+            base_model=base_model,
             run_fn=run_fn,
             train_args=train_args or trainer_pb2.TrainArgs(),
             eval_args=eval_args or trainer_pb2.EvalArgs(),

@@ -1,14 +1,20 @@
-"""Executor of the Trainer with epochs (TFX glue; the rule is in epochs.py)."""
+"""Executor of the Trainer with epochs (TFX glue; the rule is in epochs.py).
+
+After training it records how the model started (models/warm_start.py: warm
+from the base model, or cold and why) as the Model artifact's `warm_start`
+custom property, from the line run_fn left in the artifact.
+"""
 
 from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
-from tfx.types import standard_component_specs
-from tfx.utils import json_utils
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import json_utils, path_utils
 
 from tfx_recsys.components.trainer_with_epochs import epochs as epochs_lib
+from tfx_recsys.models import warm_start
 
 
 def with_epochs(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
@@ -37,9 +43,19 @@ def with_epochs(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
 
 class Executor(trainer_executor.GenericExecutor):
     """TFX's GenericExecutor (run_fn), with the `epochs` property applied to
-    custom_config first."""
+    custom_config first and the warm-start outcome recorded after."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         super().Do(input_dict, output_dict, with_epochs(exec_properties))
+        record_warm_start(artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.MODEL_KEY]))
+
+
+def record_warm_start(model: types.Artifact) -> None:
+    """Sets the Model artifact's `warm_start` property to the line run_fn
+    wrote (the retrieval models do); leaves it unset without one (NCF)."""
+    outcome = warm_start.read_outcome(path_utils.serving_model_dir(model.uri))
+    if outcome is not None:
+        model.set_string_custom_property(warm_start.OUTCOME_PROPERTY, outcome)

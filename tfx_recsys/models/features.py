@@ -270,6 +270,23 @@ def _key_rows(table: dataset_config.Table, name: str, tf_transform_output) -> in
     return table.hash_buckets or _vocabulary_rows(tf_transform_output, name)
 
 
+def vocabulary_name(dataset: DatasetConfig, table: str) -> Optional[str]:
+    """The Transform vocabulary whose rows the ids of encoding `table` (a
+    TransformedFeature.table) index, in file order then NUM_OOV_BUCKETS OOV
+    rows; None when the ids are hash buckets or numeric buckets, which mean
+    the same row by index in every run (for the same bucket count)."""
+    if table in (USER_ID, ITEM_ID):
+        keys = dataset.users if table == USER_ID else dataset.items
+        return None if keys.hash_buckets else table
+    if table == SECONDS_SINCE_PREVIOUS:
+        return None
+    feature = next(f for f in dataset.user_features + dataset.item_features
+                   if f.name == table)
+    if feature.kind in ("numeric", "timestamp"):
+        return None
+    return None if feature.hash_buckets and feature.kind != "text" else feature.name
+
+
 def transformed_features(dataset: DatasetConfig, tf_transform_output
                          ) -> Tuple[TransformedFeature, ...]:
     """Every encoded model input: user_id, user features, history and

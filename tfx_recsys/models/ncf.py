@@ -334,6 +334,10 @@ def run_fn(fn_args) -> None:
     from tfx_recsys.models import features, ranker_export
 
     hparams = NcfConfig.from_custom_config(fn_args.custom_config)
+    if getattr(fn_args, "base_model", None):
+        # Warm start is for the retrieval models (warm_start.py); the ranker
+        # is small enough to train from scratch every time.
+        logging.info("NCF trains from scratch: base model %s ignored", fn_args.base_model)
     dataset = features.dataset_from_custom_config(fn_args.custom_config)
     transform_output = tft.TFTransformOutput(fn_args.transform_output)
     rows = {f.name: f.rows for f in features.transformed_features(dataset, transform_output)}

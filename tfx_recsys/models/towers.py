@@ -6,7 +6,7 @@ of its ids' embeddings), concatenated, through ReLU hidden layers and a linear
 output layer, optionally L2-normalised.
 """
 
-from typing import Callable, Collection, Dict, Sequence
+from typing import Callable, Collection, Dict, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -18,12 +18,13 @@ class EmbeddingTable(tf.keras.layers.Layer):
 
     Called on int64 ids [batch] -> [batch, dim]; on a bag, an int64
     SparseTensor [batch, None] -> the mean of its rows [batch, dim] (zeros for
-    an empty bag).
+    an empty bag). `encoding`: the TransformedFeature.table whose ids index
+    the rows (warm start carries rows over by it).
     """
 
-    def __init__(self, rows: int, dim: int, name: str):
+    def __init__(self, rows: int, dim: int, name: str, encoding: str = ""):
         super().__init__(name=name)
-        self.rows, self.dim = rows, dim
+        self.rows, self.dim, self.encoding = rows, dim, encoding
         self.embeddings = self.add_weight(
             name="embeddings", shape=(rows, dim),
             initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05))
@@ -52,7 +53,8 @@ def make_tables(features: Sequence[TransformedFeature],
         key = feature.table if feature.table in shared else f"feature:{feature.name}"
         if key not in by_table:
             by_table[key] = EmbeddingTable(feature.rows, dim_of(feature),
-                                           name=f"{feature.name}_embedding")
+                                           name=f"{feature.name}_embedding",
+                                           encoding=feature.table)
         tables[feature.name] = by_table[key]
     return tables
 
@@ -80,6 +82,11 @@ class Tower(tf.keras.Model):
                        for i, units in enumerate(hidden_layers)]
         self.projection = tf.keras.layers.Dense(output_dim, name="output")
         self._normalize = normalize
+
+    @property
+    def feature_names(self) -> Tuple[str, ...]:
+        """The features the tower reads, in the order of `tables`."""
+        return tuple(self._names)
 
     def call(self, inputs):
         x = tf.concat([table(inputs[name])

@@ -1,5 +1,6 @@
 """What both trainers share: seeding, the transformed train data, the features
-a model reads, and saving it behind raw-feature signatures (export.py)."""
+a model reads, warm start (warm_start.py), and saving it behind raw-feature
+signatures (export.py)."""
 
 import dataclasses
 from typing import Tuple
@@ -7,11 +8,13 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from absl import logging
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
+from tfx_recsys import config
 from tfx_recsys.dataset_config import HISTORY, SECONDS_SINCE_PREVIOUS, DatasetConfig
-from tfx_recsys.models import export, features
+from tfx_recsys.models import export, features, warm_start
 
 _HISTORY_BATCH = 8192
 
@@ -89,15 +92,39 @@ def user_history(fn_args, dataset: DatasetConfig) -> export.UserHistory:
 
 def train_and_save(fn_args, hparams, build_model) -> None:
     """What every run_fn does: seed, read the features, build the model with
-    `build_model(hparams, inputs)`, fit it for `hparams.epochs` passes over the
-    train split and save it behind the raw-feature signatures."""
+    `build_model(hparams, inputs)`, fit it and save it behind the raw-feature
+    signatures, with its warm-start state beside it.
+
+    With fn_args.base_model (the last blessed model's Format-Serving, when
+    the pipeline warm-starts) the model starts from that model's weights
+    where they fit (warm_start.py) and trains config.warm_start_epochs
+    passes; else, or when they do not fit, `hparams.epochs` from scratch.
+    The outcome line goes to the log and to the model's warm_start/ (the
+    Trainer records it on the Model artifact).
+    """
     set_seed(hparams.seed)
     inputs = training_inputs(fn_args, hparams.use_history, hparams.use_recency)
     model = build_model(hparams, inputs)
+    base_model = getattr(fn_args, "base_model", None)
+    # A cold run builds its weights inside fit(), exactly as before warm start.
+    outcome = (warm_start.warm_start(model, inputs, hparams, base_model) if base_model
+               else f"{warm_start.COLD}: no base model")
+    epochs = (config.warm_start_epochs(hparams) if warm_start.is_warm(outcome)
+              else hparams.epochs)
+    outcome += f"; {epochs} epoch{'s' if epochs != 1 else ''}"
+    _announce(outcome)
     model.compile(optimizer=optimizer(hparams.optimizer, hparams.learning_rate))
     model.fit(train_dataset(fn_args, inputs, hparams.batch_size, hparams.seed),
-              epochs=hparams.epochs, verbose=2)
+              epochs=epochs, verbose=2)
     save(model, fn_args, inputs, hparams.use_recency)
+    warm_start.save_state(model, inputs, hparams, fn_args.serving_model_dir)
+    warm_start.write_outcome(fn_args.serving_model_dir, outcome)
+
+
+def _announce(line: str) -> None:
+    """To the Trainer's log, whichever of absl's or stdout a runner keeps."""
+    logging.info("%s", line)
+    print(line, flush=True)
 
 
 def save(model, fn_args, inputs: TrainingInputs, use_recency: bool) -> None:
