@@ -16,9 +16,12 @@ from tfx.proto import transform_pb2
 
 from tfx_recsys import config
 from tfx_recsys.components.anomalies_gate.component import AnomaliesGate
+from tfx_recsys.components.interactions_example_gen import (
+    component as example_gen_component)
 from tfx_recsys.components.interactions_example_gen.component import (
     InteractionsExampleGen)
 from tfx_recsys.components.retrieval_evaluator.component import RetrievalEvaluator
+from tfx_recsys.components.scann_pusher import served_models
 from tfx_recsys.components.scann_pusher.component import ScannPusher
 from tfx_recsys.components.trainer_with_epochs import component as trainer_with_epochs
 
@@ -70,6 +73,9 @@ def create_pipeline(
     max_eval_users: int = config.MAX_EVAL_USERS,
     refit: bool = True,
     regression_baseline: str = "resolver",
+    span: Optional[int] = None,
+    warm_start: bool = False,
+    refresh: bool = False,
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
@@ -115,6 +121,19 @@ def create_pipeline(
         "served": the model served from `serving_dir` now, by the evaluation
         record the pusher keeps with each version (no resolver node: for
         the open-source Kubeflow Pipelines backend, which runs none).
+      span: with `{SPAN}` in the dataset's interactions path, the span to
+        read (with its window) instead of the latest; None: the latest.
+      warm_start: the retrieval Trainers start from the last blessed model
+        (TFX's resolver into `base_model`; models/warm_start.py carries its
+        embedding rows over by id), falling back to a fresh start, with one
+        line why, when it is incompatible. Needs regression_baseline
+        "resolver". A warm-started Trainer reruns whenever a new model is
+        blessed, also on unchanged data.
+      refresh: build the refresh pipeline instead (`recsys refresh`): the
+        data is ingested and validated as in a full run, then the models
+        served from `serving_dir` now are pushed again with it (new items
+        embedded, the user state and the ScaNN index rebuilt, the index gate
+        run), without training or evaluation.
       metadata_connection_config: ML Metadata store (None: the runner's).
       beam_pipeline_args: options of the Beam pipelines components run.
       enable_cache: reuse results of unchanged components.
@@ -144,6 +163,9 @@ def create_pipeline(
     if regression_baseline not in REGRESSION_BASELINES:
         raise ValueError(f"regression_baseline must be one of "
                          f"{', '.join(REGRESSION_BASELINES)}, got {regression_baseline!r}")
+    if warm_start and regression_baseline != "resolver":
+        raise ValueError("warm_start needs regression_baseline='resolver': the last "
+                         "blessed model is found by TFX's resolver")
     if "ranker_epochs" in runtime and not ranking_run_fn:
         raise ValueError("runtime parameter ranker_epochs needs the ranking stage "
                          "(ranking_run_fn is None)")
@@ -155,11 +177,12 @@ def create_pipeline(
     dataset_json = json.dumps(dataset)
     # Interactions joined with user and item features and the user's earlier
     # history, split as the config says; bad rows counted and set aside.
-    example_gen = InteractionsExampleGen(input_base=data_path, dataset=dataset_json,
-                                         with_refit_examples=refit)
+    example_gen = InteractionsExampleGen(
+        input_base=data_path, dataset=dataset_json, with_refit_examples=refit,
+        range_config=None if span is None else example_gen_component.span_range(span))
 
     # Statistics of every split, the checked-in schema, and the check of one
-    # against the other.
+    # against the other: a refresh validates new data as a full run does.
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
@@ -169,6 +192,24 @@ def create_pipeline(
     # Anomalies stop the run here, with a readable summary.
     anomalies_gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], schema_path=schema_path)
+
+    data_nodes = [example_gen, statistics_gen, schema_gen, example_validator,
+                  anomalies_gate]
+    if refresh:
+        # The models served now, and their blessing, pushed with the new data.
+        served = served_models.served_models_resolver(serving_dir)
+        pusher = ScannPusher(
+            model=served.outputs["model"], model_blessing=served.outputs["model_blessing"],
+            ranking_model=served.outputs["ranking_model"],
+            items=example_gen.outputs["items"], examples=example_gen.outputs["examples"],
+            serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate,
+            rerank=rerank, diversity_feature=_diversity_feature(dataset), refresh=True)
+        pusher.add_upstream_node(anomalies_gate)
+        return tfx.dsl.Pipeline(
+            pipeline_name=pipeline_name, pipeline_root=pipeline_root,
+            components=[*data_nodes, served, pusher], enable_cache=enable_cache,
+            metadata_connection_config=metadata_connection_config,
+            beam_pipeline_args=beam_pipeline_args or [])
 
     def transform_of(examples, analyze: List[str], transform_splits: List[str]):
         # One feature contract (preprocessing_fn) over the splits given; no
@@ -189,7 +230,7 @@ def create_pipeline(
         # model (NCF, or None) on the same transformed examples: TFX's
         # Trainer plus an `epochs` property (a RuntimeParameter on Kubeflow,
         # None locally: custom_config's epochs then hold).
-        def trainer(run_fn_path: str, custom_config, epochs):
+        def trainer(run_fn_path: str, custom_config, epochs, base_model=None):
             return trainer_with_epochs.Trainer(
                 run_fn=run_fn_path,
                 examples=transform.outputs["transformed_examples"],
@@ -198,18 +239,32 @@ def create_pipeline(
                 train_args=tfx.proto.TrainArgs(splits=[config.TRAIN_SPLIT]),
                 eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
                 custom_config=custom_config,
-                epochs=epochs)
+                epochs=epochs,
+                base_model=base_model)
 
         retrieval = trainer(
             run_fn,
             runtime.get("trainer_custom_config",
                         trainer_custom_config(training, dataset, code_fingerprint)),
-            runtime.get("epochs"))
+            runtime.get("epochs"),
+            latest_blessed.outputs["model"] if warm_start else None)
         ranking_trainer = (trainer(ranking_run_fn,
                                    trainer_custom_config(ranking, dataset, code_fingerprint),
                                    runtime.get("ranker_epochs"))
                            if ranking_run_fn else None)
         return retrieval, ranking_trainer
+
+    # The last blessed model, if any, from ML Metadata: the no-regression
+    # reference, and with warm_start the Trainers' starting point; or (no
+    # resolver) the model served now, read by the evaluator itself.
+    latest_blessed = None
+    if regression_baseline == "resolver":
+        latest_blessed = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
 
     # Vocabularies and buckets, fitted on the train split only.
     transform = transform_of(example_gen.outputs["examples"], [config.TRAIN_SPLIT],
@@ -220,16 +275,6 @@ def create_pipeline(
         ranking_trainer = ranking_trainer.with_id("RankingTrainer")
     ranking_model = ranking_trainer.outputs["model"] if ranking_trainer else None
 
-    # The no-regression reference: the last blessed model, if any, from ML
-    # Metadata; or the model served now, read by the evaluator itself.
-    latest_blessed = None
-    if regression_baseline == "resolver":
-        latest_blessed = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver")
     reference = ({"baseline_model": latest_blessed.outputs["model"]} if latest_blessed
                  else {"serving_dir": serving_dir})
 
@@ -282,8 +327,7 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator,
-                    anomalies_gate, transform, trainer,
+        components=[*data_nodes, transform, trainer,
                     *([ranking_trainer] if ranking_trainer else []),
                     *refit_nodes, *([latest_blessed] if latest_blessed else []),
                     evaluator, pusher],

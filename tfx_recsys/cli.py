@@ -130,7 +130,8 @@ def _resolve_data(args) -> str:
 
 def _resolve_dataset(args, data_dir: str):
     """The dataset config of `--dataset` (a name in datasets/ or a YAML path),
-    with `--split` applied, checked against the files in `data_dir`.
+    with `--split` applied, checked against the files in `data_dir`, and the
+    spans the run reads (`--span`; data/spans.py).
 
     Without --dataset: MovieLens-100K's config for its data, else the
     synthetic one, which describes the native three-CSV format.
@@ -144,9 +145,11 @@ def _resolve_dataset(args, data_dir: str):
     if args.split:
         dataset = dataclasses.replace(
             dataset, split=dataclasses.replace(dataset.split, kind=args.split))
-    tables.validate_dataset(dataset, data_dir)
+    selection = _resolve_spans(dataset, data_dir, getattr(args, "span", None))
+    for _, files in selection.configs(dataset):
+        tables.validate_dataset(files, data_dir)
     print(f"dataset: {dataset.name} (split: {dataset.split.kind})")
-    return dataset
+    return dataset, selection
 
 
 def _load_dataset(name: str):
@@ -161,6 +164,18 @@ def _load_dataset(name: str):
         return dataset_config.load(path)
     except dataset_config.ConfigError as e:
         raise UserError(str(e)) from None
+
+
+def _resolve_spans(dataset, data_dir: str, span):
+    """The spans the run reads (data/spans.py), said in a line when the
+    dataset has spans: a missing span fails here, before TensorFlow loads."""
+    from tfx_recsys.data import spans
+
+    selection = spans.select(dataset, data_dir, span)  # a DataError is one line
+    if spans.has_spans(dataset):
+        print(f"span {selection.span}: interactions of span(s) "
+              f"{', '.join(map(str, selection.spans))} (window {dataset.window})")
+    return selection
 
 
 def _flink_cluster(args):
@@ -189,7 +204,7 @@ def cmd_run(args) -> int:
     except ValueError as e:
         raise UserError(f"--blessing-metric: {e}") from None
     data_dir = _resolve_data(args)
-    dataset = _resolve_dataset(args, data_dir)
+    dataset, _ = _resolve_dataset(args, data_dir)
     log_path = _log_to_file(args.root)
     print(f"root: {args.root}\nlog:  {log_path}\nloading TensorFlow and TFX ...")
     with _stderr_to(log_path):
@@ -236,7 +251,11 @@ def cmd_run(args) -> int:
                          beam_pipeline_args=beam, metadata=args.metadata,
                          enable_cache=not args.no_cache, blessing=blessing,
                          rerank=rerank, max_eval_users=args.max_eval_users,
-                         refit=not args.no_refit,
+                         refit=not args.no_refit, span=args.span,
+                         # Spans are data that keeps arriving: each run
+                         # starts from the last blessed model unless --cold.
+                         warm_start=dataset_config.SPAN_PATTERN in dataset.interactions.path
+                         and not args.cold,
                          process_per_component={"auto": None, "on": True, "off": False}[
                              args.process_per_component],
                          progress=progress, **ranking_settings)
@@ -264,6 +283,51 @@ def cmd_run(args) -> int:
     else:
         print(f"pushed:  no ({result.get('reason') or 'see the log'})")
     return 0
+
+
+def cmd_refresh(args) -> int:
+    """The served models pushed again with the latest data, no training."""
+    import json
+
+    from tfx_recsys import run_summary
+    from tfx_recsys.components.scann_pusher import publishing
+
+    args.root = os.path.abspath(args.root)
+    serving_dir = os.path.join(args.root, "serving", config.MODEL_NAME)
+    served = publishing.latest_version_dir(serving_dir)
+    source = publishing.read_source(served) if served else None
+    if not source:
+        raise UserError(f"{args.root}: no version is served there to refresh; "
+                        "`recsys run` pushes one first.")
+    data_dir = _resolve_data(args)
+    dataset, _ = _resolve_dataset(args, data_dir)
+    print(f"refreshing version {os.path.basename(served)} "
+          f"(model {source['model_path']})")
+    log_path = _log_to_file(args.root)
+    print(f"log:  {log_path}\nloading TensorFlow and TFX ...")
+    with _stderr_to(log_path):
+        from absl import logging as absl_logging
+
+        from tfx_recsys.pipeline import local_runner
+    absl_logging.set_verbosity(absl_logging.INFO)
+    # The served version's re-ranking settings, so that only the data changes.
+    rerank = config.RerankConfig(**json.loads(source.get("rerank") or "{}"))
+    started = time.monotonic()
+    with _stderr_to(log_path):
+        local_runner.run(data_dir, args.root, dataset=dataset, metadata=args.metadata,
+                         rerank=rerank, span=args.span, refresh=True,
+                         progress=_ComponentProgress(sys.stdout))
+    result = run_summary.summary(args.root)
+    print(f"\nrefresh finished in {time.monotonic() - started:.0f} s")
+    _print_ingestion(result.get("ingestion") or {})
+    if result.get("pushed") and result.get("index_recall") is not None:
+        print(f"pushed:  {result['pushed_destination']}\n"
+              f"         ScaNN recall@{result['index_recall_k']} vs exact "
+              f"{result['index_recall']:.3f}, {result.get('num_items')} items")
+        print(f"served:  {run_summary.served_line(result)}")
+        return 0
+    print(f"pushed:  no ({result.get('reason') or 'see the log'})")
+    return 1
 
 
 def _print_ingestion(ingestion: dict) -> None:
@@ -586,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training seed (default: the model config's seed)")
     run.add_argument("--no-cache", action="store_true",
                      help="re-run every component")
+    spans_group = run.add_argument_group(
+        "spans (a dataset whose interactions.path holds {SPAN})")
+    spans_group.add_argument("--span", type=int, metavar="N",
+                             help="read span N and its window instead of the latest")
+    spans_group.add_argument("--cold", action="store_true",
+                             help="train from scratch instead of starting from the "
+                                  "last blessed model")
     run.add_argument("--no-refit", action="store_true",
                      help="push the evaluated models (trained on the train split) "
                           "instead of refitting them on every interaction once blessed")
@@ -713,6 +784,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how often to look for new versions (default: %(default)s)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=cmd_serve)
+
+    refresh = commands.add_parser(
+        "refresh", help="push the served models again with the latest data "
+                        "(new items, user state, index; no training)")
+    refresh.add_argument("--data", default=MOVIELENS,
+                         help="the data directory (as for run)")
+    refresh.add_argument("--dataset", help="dataset config (as for run)")
+    refresh.add_argument("--root", default=config.DEFAULT_ROOT)
+    refresh.add_argument("--span", type=int, metavar="N",
+                         help="read span N and its window instead of the latest")
+    refresh.add_argument("--metadata", help="ML Metadata store (as for run)")
+    refresh.set_defaults(func=cmd_refresh, split=None, num_users=200, num_items=300,
+                         num_interactions=5000, data_seed=0)
 
     rollback = commands.add_parser(
         "rollback", help="serve an older pushed version again (as a new version)")

@@ -19,7 +19,7 @@ from tfx_recsys import run_summary
 
 # Facts worth showing, per artifact type and per execution type (class name).
 _ARTIFACT_FACTS = {
-    "Examples": ("input_fingerprint", "span"),
+    "Examples": ("input_fingerprint", "span", "spans"),
     "PushedModel": ("pushed_version", "pushed_destination", "served_model",
                     "refit_check_evaluated_recall", "refit_check_refit_recall",
                     "index_recall_k", "index_recall", "index_latency_ms_p50",
@@ -105,6 +105,22 @@ def model_lineage(store, version: Optional[str] = None) -> Node:
     return _node(store, pushed[-1], {})
 
 
+def learned_spans(node: Node) -> List[int]:
+    """The spans of every Examples artifact in the tree: what the pushed
+    model learned from ([0] for a dataset without spans)."""
+    found = set()
+
+    def visit(n: Node) -> None:
+        spans = n.facts.get("spans") if n.artifact_type == "Examples" else None
+        if spans:
+            found.update(int(s) for s in str(spans).split(","))
+        for child in n.inputs:
+            visit(child)
+
+    visit(node)
+    return sorted(found)
+
+
 def _nested(value) -> str:
     """A setting inside JSON settings: a nested config by its name (the
     dataset config is long; its name says which one)."""
@@ -151,6 +167,9 @@ def format_tree(node: Node) -> str:
             visit(child, depth + 1)
 
     visit(node, 0)
+    spans = learned_spans(node)
+    if spans and spans != [0]:
+        lines.insert(0, f"learned from spans: {', '.join(map(str, spans))}")
     return "\n".join(lines)
 
 
@@ -210,8 +229,9 @@ def to_svg(node: Node) -> str:
 def runs(store) -> List[Dict[str, object]]:
     """One summary per pipeline run, oldest first.
 
-    Each: run name, how many components ran and how many were reused from
-    cache, the evaluation's recall@100 and blessing, the pushed version.
+    Each: run name, kind ("full", or "refresh": `recsys refresh`), the spans
+    read, how many components ran and how many were reused from cache, the
+    evaluation's recall@100 and blessing, the pushed version.
     """
     from ml_metadata.proto import metadata_store_pb2
 
@@ -225,6 +245,7 @@ def runs(store) -> List[Dict[str, object]]:
             "ran": sum(e.last_known_state == state.COMPLETE for e in executions),
             "cached": sum(e.last_known_state == state.CACHED for e in executions),
             "failed": sum(e.last_known_state == state.FAILED for e in executions),
+            "kind": "full",
         }
         for execution in executions:
             kind = _type_name(execution, store.get_execution_types_by_id)
@@ -234,7 +255,14 @@ def runs(store) -> List[Dict[str, object]]:
                         value = run_summary.property_value(artifact, name)
                         if value is not None:
                             summary[name] = value
+            if kind == "InteractionsExampleGen":
+                for artifact in run_summary.output_artifacts(store, execution):
+                    spans = run_summary.property_value(artifact, "spans")
+                    if spans:
+                        summary["spans"] = spans
             if kind == "ScannPusher":
+                if run_summary.property_value(execution, "refresh"):
+                    summary["kind"] = "refresh"
                 for artifact in run_summary.output_artifacts(store, execution):
                     summary["pushed_version"] = run_summary.property_value(
                         artifact, "pushed_version")
@@ -243,14 +271,15 @@ def runs(store) -> List[Dict[str, object]]:
 
 
 def format_runs(summaries: List[Dict[str, object]]) -> str:
-    lines = [f"{'run':<28}{'ran':>5}{'cached':>8}{'failed':>8}{'recall@100':>12}"
-             f"{'ndcg@10':>9}{'blessed':>9}  pushed"]
+    lines = [f"{'run':<28}{'kind':>8}{'spans':>8}{'ran':>5}{'cached':>8}{'failed':>8}"
+             f"{'recall@100':>12}{'ndcg@10':>9}{'blessed':>9}  pushed"]
     for s in summaries:
         def number(name):
             value = s.get(name)
             return f"{value:.4f}" if isinstance(value, float) else "-"
         blessed = {1: "yes", 0: "no"}.get(s.get("blessed"), "-")
-        lines.append(f"{s['run']:<28}{s['ran']:>5}{s['cached']:>8}{s['failed']:>8}"
+        spans = "-" if s.get("spans") in (None, "0") else s["spans"]
+        lines.append(f"{s['run']:<28}{s.get('kind', 'full'):>8}{spans:>8}{s['ran']:>5}{s['cached']:>8}{s['failed']:>8}"
                      f"{number('recall@100'):>12}{number('ndcg@10'):>9}{blessed:>9}  "
                      f"{s.get('pushed_version') or '-'}")
     return "\n".join(lines)

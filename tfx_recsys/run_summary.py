@@ -171,6 +171,9 @@ def served_line(result: Dict) -> str:
     """Which model a push serves, in words (empty when nothing was pushed)."""
     if not result.get("pushed"):
         return ""
+    if result.get("served_model") == "refresh":
+        return ("the served models, refreshed with new data (items embedded, user "
+                "state and index rebuilt; no training)")
     if result.get("served_model") != "refit":
         return "the evaluated model (trained on the train split; --no-refit)"
     line = ("the final fit: the evaluated model's settings retrained on every "

@@ -21,7 +21,9 @@ version number, each atomically (staged, then renamed):
   <serving_dir>_bruteforce/<version>/   the same model with exact retrieval
   <serving_dir>_embeddings/<version>/   item_ids.txt + item_embeddings.npy
 
-and keeps the newest `keep_versions`. The PushedModel records the index
+and keeps the newest `keep_versions`. With `refresh` the models are the
+ones served now (served_models.py) and only the data is new: the items,
+the user state and the index are rebuilt (`recsys refresh`). The PushedModel records the index
 settings, recall, latencies and, when not pushed, the reason.
 """
 
@@ -45,6 +47,7 @@ EVALUATED_MODEL_KEY = "evaluated_model"
 EVALUATED_RANKING_MODEL_KEY = "evaluated_ranking_model"
 RERANK_KEY = "rerank"
 DIVERSITY_FEATURE_KEY = "diversity_feature"
+REFRESH_KEY = executor.REFRESH_KEY
 
 
 class ScannPusherSpec(types.ComponentSpec):
@@ -54,6 +57,7 @@ class ScannPusherSpec(types.ComponentSpec):
         INDEX_GATE_KEY: ExecutionParameter(type=str),  # JSON IndexGateConfig
         RERANK_KEY: ExecutionParameter(type=str, optional=True),  # JSON RerankConfig
         DIVERSITY_FEATURE_KEY: ExecutionParameter(type=str, optional=True),
+        REFRESH_KEY: ExecutionParameter(type=int, optional=True),
         # Hash of the executor's code (fingerprint.py): part of the cache key.
         fingerprint.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
@@ -90,7 +94,8 @@ class ScannPusher(base_component.BaseComponent):
                  rerank: config.RerankConfig = config.RerankConfig(),
                  diversity_feature: str = "",
                  evaluated_model: Optional[types.BaseChannel] = None,
-                 evaluated_ranking_model: Optional[types.BaseChannel] = None):
+                 evaluated_ranking_model: Optional[types.BaseChannel] = None,
+                 refresh: bool = False):
         if top_k < 1:
             raise ValueError(f"top_k must be positive, got {top_k}")
         spec = ScannPusherSpec(
@@ -102,6 +107,7 @@ class ScannPusher(base_component.BaseComponent):
             evaluated_ranking_model=evaluated_ranking_model,
             rerank=json.dumps(dataclasses.asdict(rerank), sort_keys=True),
             diversity_feature=diversity_feature,
+            refresh=int(refresh) if refresh else None,
             code_fingerprint=fingerprint.component_fingerprint(executor.Executor),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel))
         super().__init__(spec=spec)

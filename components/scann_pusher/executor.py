@@ -35,6 +35,8 @@ REFIT_CHECK_K = 100  # the refit check compares recall@100 on the eval split
 # "evaluated" (the model the evaluator blessed).
 SERVED_MODEL_PROPERTY = "served_model"
 _INTERACTION_SPLITS = (config.TRAIN_SPLIT, config.EVAL_SPLIT)
+# Exec property: 1 when the push refreshes served models with new data.
+REFRESH_KEY = "refresh"
 
 
 def _held_out_users(examples_uri: str) -> List[dict]:
@@ -102,10 +104,15 @@ class Executor(pusher_executor.Executor):
 
         model_path = self.GetModelPath(input_dict)
         rankers = input_dict.get("ranking_model") or []
+        items = artifact_utils.get_single_instance(input_dict["items"])
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        # The models and the data a version is made from: the same models
+        # on new data (a refresh) make a new version.
         source = {"model_path": model_path,
                   "ranking_model_path": (path_utils.serving_model_path(rankers[0].uri)
                                          if rankers else None),
-                  "rerank": exec_properties.get("rerank") or ""}
+                  "rerank": exec_properties.get("rerank") or "",
+                  "examples": examples.uri, "items": items.uri}
         dirs = publishing.sibling_dirs(exec_properties["serving_dir"])
         serving_now = publishing.latest_version_dir(dirs["scann"])
         if serving_now and publishing.read_source(serving_now) == source:
@@ -116,15 +123,14 @@ class Executor(pusher_executor.Executor):
             pushed.set_string_custom_property("reason", "already serving this model")
             return
 
-        items = artifact_utils.get_single_instance(input_dict["items"])
-        examples = artifact_utils.get_single_instance(input_dict["examples"])
         rerank = config.RerankConfig(**json.loads(exec_properties.get("rerank") or "{}"))
         trainer_model = embedding.load(model_path)
         ranker = (two_stage.load_ranker(path_utils.serving_model_path(rankers[0].uri))
                   if rankers else None)
         evaluated = input_dict.get("evaluated_model") or []
-        pushed.set_string_custom_property(SERVED_MODEL_PROPERTY,
-                                          "refit" if evaluated else "evaluated")
+        pushed.set_string_custom_property(
+            SERVED_MODEL_PROPERTY, "refresh" if exec_properties.get(REFRESH_KEY)
+            else "refit" if evaluated else "evaluated")
         if evaluated:
             pushed.set_string_custom_property(
                 "evaluated_model_uri", path_utils.serving_model_path(evaluated[0].uri))

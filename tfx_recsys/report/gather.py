@@ -9,7 +9,7 @@ can then be tested on hand-made data.
 
 The data (every key optional unless said otherwise):
 
-    {"run": {"id" (required), "date", "root", "data_path", "dataset",
+    {"run": {"id" (required), "date", "root", "data_path", "dataset", "spans",
              "ran", "cached", "failed"},
      "model_name": "two_tower",
      "evaluation": metrics.json as the evaluator writes it, or None,
@@ -50,7 +50,7 @@ def gather_report_data(root: str, run_id: Optional[str] = None,
     context = _run_context(store, run_id)
     executions = _run_executions(store, context)
     example_gen = executions.get("InteractionsExampleGen")
-    data: Dict = {"run": _run_facts(root, context, executions, example_gen),
+    data: Dict = {"run": _run_facts(store, root, context, executions, example_gen),
                   "model_name": _model_name(executions.get("Trainer")),
                   "evaluation": _evaluation(store, executions.get("RetrievalEvaluator")),
                   "push": _push(store, executions.get("ScannPusher")),
@@ -101,7 +101,7 @@ def _dataset_config(example_gen) -> Dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _run_facts(root: str, context, executions: Dict, example_gen) -> Dict:
+def _run_facts(store, root: str, context, executions: Dict, example_gen) -> Dict:
     from ml_metadata.proto import metadata_store_pb2
 
     state = metadata_store_pb2.Execution.State
@@ -112,8 +112,20 @@ def _run_facts(root: str, context, executions: Dict, example_gen) -> Dict:
         os.path.basename(os.path.normpath(data_path)) if data_path else None)
     return {"id": context.name, "date": _format_time(context.create_time_since_epoch),
             "root": root, "data_path": data_path, "dataset": dataset,
+            "spans": _spans(store, example_gen),
             "ran": states.count(state.COMPLETE), "cached": states.count(state.CACHED),
             "failed": states.count(state.FAILED)}
+
+
+def _spans(store, example_gen) -> Optional[str]:
+    """The spans the run's examples hold ("3,4"); None without spans."""
+    if example_gen is None:
+        return None
+    for artifact in run_summary.output_artifacts(store, example_gen, "examples"):
+        spans = run_summary.property_value(artifact, "spans")
+        if spans and spans != "0":
+            return spans
+    return None
 
 
 def _model_name(trainer) -> Optional[str]:

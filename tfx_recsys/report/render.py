@@ -114,6 +114,7 @@ def _header(data: Dict) -> str:
     facts = [("date", _e(run.get("date"))),
              ("dataset", _e(run.get("dataset"))),
              ("data", f'<code>{_e(run.get("data_path"))}</code>'),
+             *([("spans", _e(run["spans"]))] if run.get("spans") else []),
              ("model", _e(_model_label(data))),
              ("components", _e(components or "–")),
              ("blessing", blessed_html),

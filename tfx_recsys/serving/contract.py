@@ -42,7 +42,7 @@ def is_missing(value) -> bool:
 PUSHED_PROPERTIES = (
     "pushed", "pushed_version", "pushed_destination",
     "reason",                       # why nothing was pushed (absent on a push)
-    "served_model",                 # "refit" or "evaluated"
+    "served_model",                 # "refit", "evaluated" or "refresh"
     "refit_check_k", "refit_check_evaluated_recall", "refit_check_refit_recall",
     "index_recall", "index_recall_k", "index_latency_ms_p50",
-    "exact_search_latency_ms_p50", "serving_latency_ms_p50")
+    "exact_search_latency_ms_p50", "serving_latency_ms_p50", "num_items")
