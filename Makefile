@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test test-fast test-flink bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load lock clean
+.PHONY: setup system-packages run test test-fast test-flink bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load bench-continuous lock clean
 
 setup: $(STAMP)
 
@@ -121,6 +121,12 @@ bench-scale: setup
 # fresh process, scored on MovieLens-100K interactions after its data's cut.
 bench-backtest: setup
 	$(VENV_PY) bench/backtest.py
+
+# Continuous training replayed: MovieLens-100K as 8 spans; per span a refresh,
+# a warm-started run and a cold run, each scored on the next span (about an
+# hour on two cores; not part of `make bench`).
+bench-continuous: setup
+	$(VENV_PY) bench/continuous.py $(BENCH_CONTINUOUS_ARGS)
 
 # `recsys serve` on 127.0.0.1 under 1, 10, 50 and 200 concurrent keep-alive
 # clients, V1 and V2, ScaNN and exact retrieval: requests/s, p50/p99, errors
