@@ -30,7 +30,9 @@ stays within 1.5x of their sum. The three are measured interleaved, in
 short blocks in turn (signature, empty route, each server and protocol with
 one client), so that the ratio compares latencies taken under the same
 conditions: on a shared machine the signature alone moves by 2-4x within a
-minute.
+minute. The rounds also time the signature called the way the server calls
+it (its function's flat call, `batching._direct_call`, which skips the
+public call's Python work): reported beside the verdict, not part of it.
 
 All traffic goes to 127.0.0.1. Output: a table on stdout,
 bench/results/load.md and load.json.
@@ -369,12 +371,30 @@ def calls(count, offset=0):
         out["item_ids"].numpy()
         times.append(time.perf_counter() - started)
     return times
+def direct_calls(count, offset=0):
+    # The same call the way the server makes it (batching._direct_call):
+    # the function's flat call, without the public call's Python work.
+    from tensorflow.python.eager.polymorphic_function.concrete_function import (
+        ConcreteFunction)
+    captured = serve.captured_inputs
+    names = [p.name.split(":")[0] for p in serve.inputs[:len(serve.inputs) - len(captured)]]
+    times = []
+    for i in range(offset, offset + count):
+        user = users[i % len(users)]
+        started = time.perf_counter()
+        tensors = {n: tf.constant([user[n]], s.dtype) for n, s in specs.items()}
+        out = ConcreteFunction._call_flat(serve, [tensors[n] for n in names], captured)
+        out["item_ids"].numpy()
+        times.append(time.perf_counter() - started)
+    return times
 if sys.argv[3] == "blocks":  # a block of calls per line read: its latencies
     calls(50)
+    direct_calls(10)
     print("ready", flush=True)
     for line in sys.stdin:
-        count, offset = map(int, line.split())
-        print(json.dumps(calls(count, offset)), flush=True)
+        count, offset, *how = line.split()
+        run = direct_calls if how == ["direct"] else calls
+        print(json.dumps(run(int(count), int(offset))), flush=True)
     raise SystemExit
 times = sorted(calls(int(sys.argv[3]))[20:])
 print(json.dumps({"p50_ms": 1000 * times[len(times) // 2]}))
@@ -394,8 +414,10 @@ class SignatureProbe:
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("the signature probe did not start")
 
-    def block(self, count: int, offset: int) -> List[float]:
-        self.process.stdin.write(f"{count} {offset}\n")
+    def block(self, count: int, offset: int, direct: bool = False) -> List[float]:
+        """Latencies of `count` calls; `direct`: called the way the server
+        calls the signature (its function's flat call), not the public way."""
+        self.process.stdin.write(f"{count} {offset}{' direct' if direct else ''}\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())
 
@@ -412,7 +434,7 @@ def one_client_interleaved(probe: SignatureProbe, empty_port: int, loads,
     measured in blocks taken in turn, so that all see the same conditions."""
     import uvloop
 
-    latencies: Dict[str, List[float]] = {"signature": [], "empty": []}
+    latencies: Dict[str, List[float]] = {"signature": [], "signature_direct": [], "empty": []}
     empty = [http_request("GET", "/v2/health/live")]
 
     def client(port, requests, offset, check, into):
@@ -425,6 +447,7 @@ def one_client_interleaved(probe: SignatureProbe, empty_port: int, loads,
     errors = 0
     for r in range(rounds):
         latencies["signature"] += probe.block(block, r * block)
+        latencies["signature_direct"] += probe.block(block, r * block, direct=True)
         errors += client(empty_port, empty, 0, lambda body, full=True: b"live" in body,
                          latencies["empty"])
         for label, port, protocol, requests, check in loads:
@@ -432,10 +455,13 @@ def one_client_interleaved(probe: SignatureProbe, empty_port: int, loads,
                              latencies.setdefault(f"{label} {protocol}", []))
     result = {"rounds": rounds, "block": block, "errors": errors,
               "signature_ms_p50": _ms(_quantile(sorted(latencies.pop("signature")), 0.5)),
+              "signature_direct_ms_p50": _ms(_quantile(
+                  sorted(latencies.pop("signature_direct")), 0.5)),
               "empty_round_trip_ms_p50": _ms(_quantile(sorted(latencies.pop("empty")), 0.5)),
               "one_client_ms_p50": {k: _ms(_quantile(sorted(v), 0.5))
                                     for k, v in latencies.items()}}
-    print(f"one client, interleaved: signature {result['signature_ms_p50']:.2f} ms, empty "
+    print(f"one client, interleaved: signature {result['signature_ms_p50']:.2f} ms "
+          f"(direct {result['signature_direct_ms_p50']:.2f} ms), empty "
           f"route {result['empty_round_trip_ms_p50']:.2f} ms, "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in result["one_client_ms_p50"].items()),
           flush=True)
@@ -684,6 +710,16 @@ def report(results: Dict[str, object]) -> List[str]:
                   + ", ".join(f"{k} {_fmt(v)} ms" for k, v in ones.items())
                   + (f"; {interleaved['errors']} errors" if interleaved["errors"] else "")
                   + ".", ""]
+        direct = interleaved.get("signature_direct_ms_p50")
+        one_v1 = ones.get("kserve (ScaNN) v1")
+        if direct and one_v1:
+            lines += ["Not the verdict's baseline, for what the server itself adds: the "
+                      "server calls the signature's function directly (its flat call, "
+                      "without the public call's Python work; `batching._direct_call`), "
+                      f"which took {_fmt(direct)} ms p50 in-process in the same rounds; "
+                      f"against that + the empty route, kserve (ScaNN) v1's ratio is "
+                      f"{one_v1 / (direct + interleaved['empty_round_trip_ms_p50']):.2f}.",
+                      ""]
     lines += ["Targets:", ""]
     lines += [f"- {c['verdict']}: {c['target']}: {c['measured']}"
               for c in results["verdict"]]

@@ -283,7 +283,8 @@ def test_status_health_and_metrics(server, pushed):
     request(server, "POST", PREDICT, {"instances": [USER]})
     status, text, headers = request(server, "GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    for metric in ("request_predict_seconds_count", "recsys_batch_rows_count",
+    for metric in ("request_preprocess_seconds_count", "request_predict_seconds_count",
+                   "request_postprocess_seconds_count", "recsys_batch_rows_count",
                    "recsys_requests_total", "recsys_served_version"):
         assert metric in text, metric
 

@@ -220,6 +220,79 @@ def test_without_a_window_one_request_runs_at_once():
     assert function.calls == [1] and answer["user_id"].tolist() == [b"a"]
 
 
+# --------------------------------------------------------------------------
+# The signature called directly (its function's flat call)
+
+
+def _saved_version(tmp_path, name="m"):
+    """A loaded SavedModel's version whose signature reads a variable (a
+    captured input) and takes its inputs in another order than sorted."""
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = tf.Variable(2.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
+                                      tf.TensorSpec([None], tf.float32)])
+        def serve(self, user_id, age):
+            return {"user": user_id, "score": age * self.weight}
+
+    path = str(tmp_path / name)
+    module = Module()
+    tf.saved_model.save(module, path, signatures={"s": module.serve})
+    loaded = tf.saved_model.load(path)
+    function = loaded.signatures["s"]
+    signature = Signature(function=function, inputs=dict(function.structured_input_signature[1]),
+                          outputs=function.structured_outputs)
+    return LoadedVersion(version=1, path=path, signatures={"s": signature}, model=loaded)
+
+
+_INPUTS = {"user_id": np.array([b"a", b"b", b"c"], dtype=object),
+           "age": np.array([1.0, float("nan"), 3.0], dtype=np.float32)}
+
+
+def _public_answer(version):
+    import tensorflow as tf
+
+    signature = version.signatures["s"]
+    out = signature.function(**{n: tf.constant(_INPUTS[n], dtype=s.dtype)
+                                for n, s in signature.inputs.items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _assert_same(got, expected):
+    assert set(got) == set(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_the_signature_is_called_directly_and_answers_as_its_public_call(
+        tmp_path, monkeypatch):
+    version = _saved_version(tmp_path)
+    expected = _public_answer(version)
+    # The first call compares both ways; the others go direct.
+    _assert_same(batching.call_signature(version, "s", _INPUTS), expected)
+    plan = batching._DIRECT[version.signatures["s"].function]
+    assert plan is not None and plan[0] == ["age", "user_id"]   # the flat order
+    direct, real = [], batching._CALL_FLAT
+    monkeypatch.setattr(batching, "_CALL_FLAT",
+                        lambda *args: direct.append(1) or real(*args))
+    for _ in range(2):
+        _assert_same(batching.call_signature(version, "s", _INPUTS), expected)
+    assert len(direct) == 2
+
+
+def test_a_direct_call_that_answers_differently_is_not_used(tmp_path, monkeypatch):
+    version = _saved_version(tmp_path)
+    expected = _public_answer(version)
+    monkeypatch.setattr(batching, "_same", lambda a, b: False)
+    for _ in range(2):
+        _assert_same(batching.call_signature(version, "s", _INPUTS), expected)
+    assert batching._DIRECT[version.signatures["s"].function] is None
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(max_batch_size=0), "max_batch_size"),
     (dict(timeout_ms=-1), "timeout_ms"),
