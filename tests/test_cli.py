@@ -151,7 +151,7 @@ def test_runs_prints_one_line_per_pipeline_run(tiny_run):
     proc = recsys("runs", "--root", tiny_run.root)
     assert proc.returncode == 0, proc.stderr
     header, *rows = proc.stdout.strip().splitlines()
-    assert header.split()[:4] == ["run", "ran", "cached", "failed"]
+    assert header.split()[:6] == ["run", "kind", "spans", "ran", "cached", "failed"]
     assert len(rows) >= 1
     [version] = os.listdir(tiny_run.serving_dir)
     assert any(row.split()[-2:] == ["yes", version] for row in rows)
