@@ -122,6 +122,32 @@ def trainer_seconds(root: str) -> float:
     return total
 
 
+def start_lines(root: str) -> List[str]:
+    """How each retrieval model of the root started (the Trainers'
+    warm_start lines), oldest first."""
+    from tfx_recsys import run_summary
+
+    store = run_summary.open_store(root)
+    models = sorted(store.get_artifacts_by_type("Model"), key=lambda m: m.id)
+    return [line for line in (run_summary.property_value(m, "warm_start") for m in models)
+            if line]
+
+
+def epochs_of(line: str) -> int:
+    """The epoch count at the end of a warm_start line ("...; 5 epochs")."""
+    return int(line.rsplit(";", 1)[1].split()[0])
+
+
+def starts_summary(daily: str) -> Dict:
+    """Of the daily root's runs after the first: how many retrieval Trainers
+    warm-started, and the epochs of warm and cold starts."""
+    lines = start_lines(daily)[2:]  # the first run's Trainer and RefitTrainer
+    warm = [l for l in lines if l.startswith("warm start")]
+    return {"trainers": len(lines), "warm": len(warm),
+            "warm_epochs": sorted({epochs_of(l) for l in warm}),
+            "cold_lines": [l for l in lines if not l.startswith("warm start")]}
+
+
 def score(root: str, data_dir: str, span: int, window: int, work_dir: str) -> Dict:
     """The served version of `root` scored on span+1 (see the module doc)."""
     model_dir = backtest.served_model_dir(root)
@@ -182,7 +208,7 @@ def replay(root: str, spans: int, window: int, first: int, last: int,
                        "run_seconds": seconds, "trainer_seconds": trainer_seconds(cold)}
         print(markdown({"spans": rows, "window": window}), flush=True)
     return {"spans": rows, "window": window, "num_spans": spans, "flags": list(flags),
-            **backtest.provenance()}
+            "starts": starts_summary(daily), **backtest.provenance()}
 
 
 # --------------------------------------------------------------------------
@@ -235,6 +261,13 @@ def markdown(result: Dict) -> str:
                  for row in result["spans"].values() for k in ("warm", "cold") if k in row)
     lines.append(f"| new-item recall@100 > most-popular's (warm and cold, every span) | "
                  f"{'yes' if new_ok else 'no'} | yes | {'met' if new_ok else 'NOT met'} |")
+    starts = result.get("starts")
+    if starts:
+        lines += ["", f"Warm starts: {starts['warm']} of the {starts['trainers']} retrieval "
+                      f"Trainers (Trainer and RefitTrainer) of the daily runs after the first "
+                      f"started warm, with {', '.join(map(str, starts['warm_epochs']))} "
+                      "epoch(s); cold runs train the configured epochs."]
+        lines += [f"- not warm: {line}" for line in starts["cold_lines"]]
     return "\n".join(lines)
 
 
@@ -246,6 +279,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--first", type=int, default=2,
                         help="first span with a warm, cold and refresh row")
     parser.add_argument("--last", type=int, help="last such span (default: spans - 1)")
+    parser.add_argument("--render", action="store_true",
+                        help="only write the table again from results/continuous.json "
+                             "and the roots")
     parser.add_argument("--run-arg", action="append", default=[],
                         help="a flag for every `recsys run`, e.g. --run-arg=--ranker=none")
     args = parser.parse_args(argv)
@@ -253,7 +289,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not 2 <= args.first <= last < args.spans:
         parser.error("need 2 <= first <= last < spans (span last + 1 is the future)")
     root = os.path.abspath(args.root)
-    result = replay(root, args.spans, args.window, args.first, last, args.run_arg)
+    if args.render:
+        with open(os.path.join(RESULTS_DIR, "continuous.json")) as f:
+            result = json.load(f)
+        result["starts"] = starts_summary(os.path.join(root, "daily"))
+    else:
+        result = replay(root, args.spans, args.window, args.first, last, args.run_arg)
     text = (f"Replay of MovieLens-100K as {args.spans} spans by global time, window "
             f"{args.window}; each row scored on the next span through the pushed "
             "model in a fresh process.\n\n" + markdown(result)
