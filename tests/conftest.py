@@ -137,3 +137,34 @@ def evaluation_metrics(store) -> dict:
     [artifact] = run_summary.output_artifacts(store, evaluator, "evaluation")
     with open(os.path.join(artifact.uri, "metrics.json")) as f:
         return json.load(f)
+
+
+def exec_properties(component) -> dict:
+    """A component's execution properties as the orchestrator passes them:
+    protos as JSON strings."""
+    from google.protobuf import json_format, message
+
+    return {k: (json_format.MessageToJson(v) if isinstance(v, message.Message) else v)
+            for k, v in component.exec_properties.items()}
+
+
+def run_example_gen(data_dir, out_dir, config, range_config=None) -> dict:
+    """InteractionsExampleGen's executor run on `config` as the orchestrator
+    would (in-memory Beam); its four output artifacts by key."""
+    from tfx.types import standard_artifacts
+
+    from tfx_recsys.components.interactions_example_gen import component, executor
+
+    example_gen = component.InteractionsExampleGen(
+        input_base=str(data_dir), dataset=config.to_json(), range_config=range_config)
+    outputs = {}
+    for key in ("examples", "items", "users", "refit_examples"):
+        artifact = standard_artifacts.Examples()
+        artifact.uri = str(out_dir / key)
+        os.makedirs(artifact.uri)
+        outputs[key] = [artifact]
+    context = executor.Executor.Context(
+        beam_pipeline_args=["--runner=FnApiRunner", "--direct_running_mode=in_memory"],
+        tmp_dir=str(out_dir / "tmp"))
+    executor.Executor(context).Do({}, outputs, exec_properties(example_gen))
+    return {key: artifacts[0] for key, artifacts in outputs.items()}

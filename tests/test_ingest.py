@@ -19,18 +19,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-from google.protobuf import json_format, message
-from tfx.types import standard_artifacts
+from google.protobuf import json_format
 
+from tests import conftest
 from tfx_recsys import config as pipeline_config
 from tfx_recsys import dataset_config as dc
 from tfx_recsys import examples_io
 from tfx_recsys.components.interactions_example_gen import component as example_gen
-from tfx_recsys.components.interactions_example_gen import executor as example_gen_executor
 from tfx_recsys.data import ingest, tables
 from tfx_recsys.errors import DataError
 
-BEAM_ARGS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 # Executors built here skip TFX's sdist as local_runner's do (beam_staging).
 pytestmark = pytest.mark.usefixtures("local_beam_staging")
 NOW = 1_700_000_000
@@ -423,20 +421,8 @@ def test_check_report_fails_without_training_examples():
 
 def run_example_gen(data_dir, out_dir, config=SYNTHETIC):
     """Runs the executor as the orchestrator would; returns the artifacts."""
-    component = example_gen.InteractionsExampleGen(input_base=str(data_dir),
-                                                   dataset=config.to_json())
-    properties = {k: (json_format.MessageToJson(v) if isinstance(v, message.Message) else v)
-                  for k, v in component.exec_properties.items()}
-    outputs = {}
-    for key in ("examples", "items", "users", "refit_examples"):
-        artifact = standard_artifacts.Examples()
-        artifact.uri = str(out_dir / key)
-        os.makedirs(artifact.uri)
-        outputs[key] = [artifact]
-    executor = example_gen_executor.Executor(example_gen_executor.Executor.Context(
-        beam_pipeline_args=BEAM_ARGS, tmp_dir=str(out_dir / "tmp")))
-    executor.Do({}, outputs, properties)
-    return outputs["examples"][0], outputs["items"][0], outputs["users"][0]
+    outputs = conftest.run_example_gen(data_dir, out_dir, config)
+    return outputs["examples"], outputs["items"], outputs["users"]
 
 
 def rows_of(artifact, split):

@@ -2,7 +2,6 @@
 (native.write_spans), and what ExampleGen reads and records with them."""
 
 import csv
-import dataclasses
 import json
 import os
 import shutil
@@ -10,18 +9,15 @@ import subprocess
 import sys
 
 import pytest
-from google.protobuf import json_format, message
-from tfx.types import standard_artifacts
 
+from tests import conftest
 from tfx_recsys import config, dataset_config, examples_io
 from tfx_recsys.components.interactions_example_gen import component as example_gen
 from tfx_recsys.components.interactions_example_gen import driver as example_gen_driver
-from tfx_recsys.components.interactions_example_gen import executor as example_gen_executor
 from tfx_recsys.data import native, spans
 from tfx_recsys.dataset_config import ConfigError
 from tfx_recsys.errors import DataError
 
-BEAM_ARGS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
 
 def _span_config(window=1, users_path="users.csv", items_path="items.csv"):
@@ -138,21 +134,7 @@ def span_data(tiny_data, tmp_path_factory):
 
 
 def _run(data_dir, out_dir, dataset, range_config=None):
-    component = example_gen.InteractionsExampleGen(
-        input_base=str(data_dir), dataset=dataset.to_json(), range_config=range_config)
-    properties = {k: (json_format.MessageToJson(v) if isinstance(v, message.Message) else v)
-                  for k, v in component.exec_properties.items()}
-    outputs = {}
-    for key in ("examples", "items", "users", "refit_examples"):
-        artifact = standard_artifacts.Examples()
-        artifact.uri = str(out_dir / key)
-        os.makedirs(artifact.uri)
-        outputs[key] = [artifact]
-    executor = example_gen_executor.Executor(
-        example_gen_executor.Executor.Context(beam_pipeline_args=BEAM_ARGS,
-                                              tmp_dir=str(out_dir / "tmp")))
-    executor.Do({}, outputs, properties)
-    return {key: artifacts[0] for key, artifacts in outputs.items()}
+    return conftest.run_example_gen(data_dir, out_dir, dataset, range_config)
 
 
 @pytest.mark.usefixtures("local_beam_staging")
@@ -202,8 +184,7 @@ def test_the_driver_fingerprints_the_files_read_and_a_new_span_changes_it(
     def resolve():
         component = example_gen.InteractionsExampleGen(input_base=str(data),
                                                        dataset=dataset.to_json())
-        properties = {k: (json_format.MessageToJson(v) if isinstance(v, message.Message)
-                          else v) for k, v in component.exec_properties.items()}
+        properties = conftest.exec_properties(component)
         driver = example_gen_driver.SpanWindowDriver.__new__(
             example_gen_driver.SpanWindowDriver)
         return driver.resolve_exec_properties(properties, None, None)
