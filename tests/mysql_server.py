@@ -12,6 +12,7 @@ without it the fixture fails rather than skips, so that a missing server is
 never mistaken for a passing suite.
 """
 
+import collections
 import dataclasses
 import os
 import pwd
@@ -205,7 +206,11 @@ _SDK_WORKER = b"apache_beam.runners.worker.sdk_worker_main"
 
 class BeamWorkerWatch:
     """Counts the Beam SDK worker processes descending from this process,
-    sampling /proc from a thread while the `with` block runs."""
+    sampling /proc from a thread while the `with` block runs.
+
+    `most_at_once` counts per Beam job (workers share their job's control
+    address): a finished job's worker may still be exiting while the next
+    component's job starts its own."""
 
     def __init__(self, interval: float = 0.1):
         import threading
@@ -228,7 +233,8 @@ class BeamWorkerWatch:
         while not self._stop.wait(self._interval):
             alive = {pid for pid in _processes_with(_SDK_WORKER) if _descends(pid, me)}
             self.seen |= alive
-            self.most_at_once = max(self.most_at_once, len(alive))
+            per_job = collections.Counter(_control_address(pid) for pid in alive)
+            self.most_at_once = max(self.most_at_once, *per_job.values(), 0)
 
 
 def _processes_with(argument: bytes) -> List[int]:
@@ -244,6 +250,19 @@ def _processes_with(argument: bytes) -> List[int]:
             except OSError:
                 pass  # gone meanwhile
     return found
+
+
+def _control_address(pid: int) -> str:
+    """The job a Beam worker serves: the control address Beam gives it in
+    its environment (the pid itself if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for entry in f.read().split(b"\0"):
+                if entry.startswith(b"CONTROL_API_SERVICE_DESCRIPTOR="):
+                    return entry.decode(errors="replace")
+    except OSError:
+        pass
+    return str(pid)
 
 
 def _descends(pid: int, ancestor: int) -> bool:
