@@ -14,7 +14,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.public import tfxio
 
 from tfx_recsys import config, dataset_config, embedding
-from tfx_recsys.models import export, features, softmax, training, two_tower
+from tfx_recsys.models import export, features, softmax, towers, training, two_tower
 
 DATASET = dataset_config.load(dataset_config.builtin_path("movielens-100k"))
 
@@ -328,6 +328,56 @@ def test_training_is_deterministic_for_a_seed(transform_dir, two_tower_dir, tmp_
     assert first and first.keys() == second.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+# --------------------------------------------------------------------------
+# Id dropout: the OOV rows learn what a new user or item looks like
+
+
+def test_oov_ids_are_the_vocabulary_ids_oov_row(transform_dir):
+    described = features.transformed_features(DATASET, tft.TFTransformOutput(transform_dir))
+    rows = {f.name: f.rows for f in described}
+    assert features.oov_ids(DATASET, described) == {
+        "user_id": rows["user_id"] - 1, "item_id": rows["item_id"] - 1}
+    # zip_code is hashed: no OOV row to drop to.
+    assert features.oov_ids(DATASET, described, names=("user_id", "zip_code")) == {
+        "user_id": rows["user_id"] - 1}
+
+
+def test_drop_ids_replaces_ids_by_the_oov_id_at_the_rate():
+    tf.random.set_seed(0)
+    ids = tf.range(20_000, dtype=tf.int64)
+    inputs = {"user_id": ids, "age": ids}
+    assert towers.drop_ids(inputs, {"user_id": -1}, 0.0) is inputs
+    dropped = towers.drop_ids(inputs, {"user_id": -1}, 0.25)
+    out = dropped["user_id"].numpy()
+    assert abs((out == -1).mean() - 0.25) < 0.02
+    np.testing.assert_array_equal(out[out != -1], ids.numpy()[out != -1])
+    assert dropped["age"] is ids  # not named: untouched
+
+
+@pytest.mark.parametrize("id_dropout", [0.0, 0.5])
+def test_only_id_dropout_trains_the_oov_rows(transform_dir, tmp_path, id_dropout):
+    hparams = config.TwoTowerConfig.from_custom_config({**TINY, "id_dropout": id_dropout})
+    fn_args = _fn_args(transform_dir, tmp_path, **hparams.to_custom_config())
+    training.set_seed(hparams.seed)
+    inputs = training.training_inputs(fn_args, hparams.use_history, hparams.use_recency)
+    model = two_tower.build_model(hparams, inputs)
+    model.compile(optimizer=training.optimizer("adam", 0.01))
+    data = training.train_dataset(fn_args, inputs, 4, 0)
+    model.evaluate(data, verbose=0)  # builds the tables
+    tables = {t.encoding: t for t in model.query_tower.tables + model.candidate_tower.tables}
+    oov = {name: tables[name].embeddings[-1].numpy() for name in ("user_id", "item_id")}
+    model.fit(data, epochs=2, verbose=0)
+    for name, before in oov.items():
+        moved = not np.array_equal(tables[name].embeddings[-1].numpy(), before)
+        assert moved == (id_dropout > 0), name
+
+
+def test_id_dropout_is_a_share():
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="id_dropout must be"):
+            config.TwoTowerConfig(id_dropout=bad)
 
 
 # --------------------------------------------------------------------------

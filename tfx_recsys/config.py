@@ -128,6 +128,11 @@ class TwoTowerConfig(_Hyperparameters):
     warm_start_epochs: passes when the Trainer starts from the last blessed
       model's weights (models/warm_start.py); None: half of `epochs`, at
       least 1 (the carried weights need fewer passes to settle).
+    id_dropout: the share of training examples whose user id and item id are
+      replaced by their vocabulary's OOV id, so that the OOV rows learn what
+      a user or item never seen looks like from its features (new users,
+      items added by `recsys refresh`); 0: off. Hash-bucket ids, which have
+      no OOV row, are kept.
     """
 
     embedding_dim: int = 64
@@ -143,11 +148,13 @@ class TwoTowerConfig(_Hyperparameters):
     learning_rate: float = 0.001
     epochs: int = 10
     warm_start_epochs: Optional[int] = None
+    id_dropout: float = 0.1
     batch_size: int = 1024
     seed: int = 42
 
     def __post_init__(self):
         _check_warm_start_epochs(self.warm_start_epochs)
+        _check_id_dropout(self.id_dropout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +172,8 @@ class SoftmaxConfig(_Hyperparameters):
     num_sampled: sampled negatives per batch (drawn by train frequency,
       logQ-corrected) when the softmax is sampled.
     epochs, warm_start_epochs: as in TwoTowerConfig.
+    id_dropout: as in TwoTowerConfig, for the user id only (the item id is
+      the softmax's class).
     """
 
     embedding_dim: int = 64
@@ -179,11 +188,18 @@ class SoftmaxConfig(_Hyperparameters):
     learning_rate: float = 0.001
     epochs: int = 20
     warm_start_epochs: Optional[int] = None
+    id_dropout: float = 0.1
     batch_size: int = 1024
     seed: int = 42
 
     def __post_init__(self):
         _check_warm_start_epochs(self.warm_start_epochs)
+        _check_id_dropout(self.id_dropout)
+
+
+def _check_id_dropout(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"id_dropout must be a number in [0, 1), got {value!r}")
 
 
 def _check_warm_start_epochs(value) -> None:

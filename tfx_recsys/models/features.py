@@ -287,6 +287,15 @@ def vocabulary_name(dataset: DatasetConfig, table: str) -> Optional[str]:
     return None if feature.hash_buckets and feature.kind != "text" else feature.name
 
 
+def oov_ids(dataset: DatasetConfig, features: Tuple["TransformedFeature", ...],
+            names: Tuple[str, ...] = (USER_ID, ITEM_ID)) -> Dict[str, int]:
+    """{feature name: the OOV id} for the single-id `features` named in
+    `names` whose ids come from a vocabulary (hash-bucket ids have no OOV row)."""
+    return {f.name: f.rows - NUM_OOV_BUCKETS for f in features
+            if f.name in names and not f.is_bag
+            and vocabulary_name(dataset, f.table) is not None}
+
+
 def transformed_features(dataset: DatasetConfig, tf_transform_output
                          ) -> Tuple[TransformedFeature, ...]:
     """Every encoded model input: user_id, user features, history and

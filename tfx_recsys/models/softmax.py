@@ -14,6 +14,8 @@ the pusher need nothing special: candidate_embedding(item) = [W[item],
 b[item]] and query_embedding = [q, 1], whose dot product is the logit.
 """
 
+from typing import Dict
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -78,11 +80,14 @@ class SoftmaxModel(tfrs.Model):
       query_tower: towers.Tower, user features -> [batch, dim].
       item_table: towers.EmbeddingTable [item rows, dim], the softmax weights.
       task: CorpusSoftmax.
+      oov_ids, id_dropout: as in two_tower.TwoTowerModel (the user id only).
     """
 
     def __init__(self, query_tower: towers.Tower, item_table: towers.EmbeddingTable,
-                 task: CorpusSoftmax):
+                 task: CorpusSoftmax, oov_ids: Dict[str, int] = None,
+                 id_dropout: float = 0.0):
         super().__init__()
+        self._oov_ids, self._id_dropout = dict(oov_ids or {}), id_dropout
         self.query_tower = query_tower
         self.item_table = item_table
         self.item_bias = self.add_weight(name="item_bias", shape=(item_table.rows,),
@@ -106,7 +111,10 @@ class SoftmaxModel(tfrs.Model):
                           transpose_b=True) + self.item_bias)
 
     def compute_loss(self, inputs, training=False) -> tf.Tensor:
-        return self.task(self.query_tower(inputs), tf.reshape(inputs[ITEM_ID], [-1]),
+        item_ids = tf.reshape(inputs[ITEM_ID], [-1])
+        if training:
+            inputs = towers.drop_ids(inputs, self._oov_ids, self._id_dropout)
+        return self.task(self.query_tower(inputs), item_ids,
                          self.item_table.embeddings, self.item_bias)
 
 
@@ -125,7 +133,10 @@ def build_model(hparams: config.SoftmaxConfig, inputs: training.TrainingInputs
                                hparams.embedding_dim, name="query_tower")
     task = CorpusSoftmax(features.item_counts(inputs.transform_output, inputs.num_items),
                          hparams.max_full_softmax_items, hparams.num_sampled)
-    return SoftmaxModel(query_tower, tables[ITEM_ID], task)
+    return SoftmaxModel(query_tower, tables[ITEM_ID], task,
+                        features.oov_ids(inputs.dataset, inputs.query_features,
+                                         names=(features.USER_ID,)),
+                        hparams.id_dropout)
 
 
 def run_fn(fn_args) -> None:

@@ -59,6 +59,25 @@ def make_tables(features: Sequence[TransformedFeature],
     return tables
 
 
+def drop_ids(inputs: Dict[str, tf.Tensor], oov_ids: Dict[str, int], rate: float
+             ) -> Dict[str, tf.Tensor]:
+    """`inputs` with each id of the features in `oov_ids` replaced by that
+    feature's OOV id with probability `rate` (training only): the OOV rows
+    then learn a new user's or item's embedding from the examples' other
+    features instead of keeping their random start.
+
+    inputs: transformed features, the dropped ones int64 [batch] (or [batch, 1]).
+    """
+    if not rate or not oov_ids:
+        return inputs
+    dropped = dict(inputs)
+    for name, oov_id in oov_ids.items():
+        ids = inputs[name]
+        drop = tf.random.uniform(tf.shape(ids)) < rate
+        dropped[name] = tf.where(drop, tf.constant(oov_id, ids.dtype), ids)
+    return dropped
+
+
 class Tower(tf.keras.Model):
     """Transformed features of one side -> float32 [batch, output_dim].
 

@@ -18,6 +18,8 @@ query_embedding_with_history, candidate_embedding) take raw features, see
 export.py.
 """
 
+from typing import Dict
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -40,14 +42,19 @@ class TwoTowerModel(tfrs.Model):
       item_probability: float32 [item rows], the probability that an item is
         a batch's candidate (its share of train interactions).
       temperature: logits are divided by it.
+      oov_ids, id_dropout: while training, each id of the features in
+        oov_ids ({name: OOV id}) becomes the OOV id with probability
+        id_dropout (towers.drop_ids).
     """
 
     def __init__(self, query_tower: towers.Tower, candidate_tower: towers.Tower,
-                 item_probability: np.ndarray, temperature: float = 1.0):
+                 item_probability: np.ndarray, temperature: float = 1.0,
+                 oov_ids: Dict[str, int] = None, id_dropout: float = 0.0):
         super().__init__()
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self._item_probability = tf.constant(item_probability, tf.float32)
+        self._oov_ids, self._id_dropout = dict(oov_ids or {}), id_dropout
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True,
                                          temperature=temperature)
 
@@ -60,7 +67,11 @@ class TwoTowerModel(tfrs.Model):
         return self.candidate_tower(inputs)
 
     def compute_loss(self, inputs, training=False) -> tf.Tensor:
+        # The true ids still name the candidates: a dropped item is neither
+        # its own accidental hit nor sampled as often as the OOV id.
         item_ids = tf.reshape(inputs[ITEM_ID], [-1])
+        if training:
+            inputs = towers.drop_ids(inputs, self._oov_ids, self._id_dropout)
         return self.task(
             self.query_vectors(inputs), self.candidate_vectors(inputs),
             candidate_sampling_probability=tf.gather(self._item_probability, item_ids),
@@ -88,7 +99,9 @@ def build_model(hparams: config.TwoTowerConfig, inputs: training.TrainingInputs
         tower(inputs.candidate_features, "candidate_tower"),
         features.item_probability(inputs.transform_output, inputs.num_items)
         ** hparams.logq_weight,
-        hparams.temperature)
+        hparams.temperature,
+        features.oov_ids(inputs.dataset, inputs.query_features + inputs.candidate_features),
+        hparams.id_dropout)
 
 
 def run_fn(fn_args) -> None:
