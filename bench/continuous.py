@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -138,13 +138,16 @@ def epochs_of(line: str) -> int:
     return int(line.rsplit(";", 1)[1].split()[0])
 
 
-def starts_summary(daily: str) -> Dict:
+def starts_summary(root: str) -> Dict:
     """Of the daily root's runs after the first: how many retrieval Trainers
-    warm-started, and the epochs of warm and cold starts."""
-    lines = start_lines(daily)[2:]  # the first run's Trainer and RefitTrainer
+    warm-started, and the epochs of warm starts; the epochs of the cold runs."""
+    lines = start_lines(os.path.join(root, "daily"))[2:]  # the first run's two Trainers
     warm = [l for l in lines if l.startswith("warm start")]
+    cold_roots = sorted(d for d in os.listdir(root) if d.startswith("cold-"))
     return {"trainers": len(lines), "warm": len(warm),
             "warm_epochs": sorted({epochs_of(l) for l in warm}),
+            "cold_epochs": sorted({epochs_of(l) for d in cold_roots
+                                   for l in start_lines(os.path.join(root, d))}),
             "cold_lines": [l for l in lines if not l.startswith("warm start")]}
 
 
@@ -208,7 +211,7 @@ def replay(root: str, spans: int, window: int, first: int, last: int,
                        "run_seconds": seconds, "trainer_seconds": trainer_seconds(cold)}
         print(markdown({"spans": rows, "window": window}), flush=True)
     return {"spans": rows, "window": window, "num_spans": spans, "flags": list(flags),
-            "starts": starts_summary(daily), **backtest.provenance()}
+            "starts": starts_summary(root), **backtest.provenance()}
 
 
 # --------------------------------------------------------------------------
@@ -236,6 +239,36 @@ def ratios(rows: Dict[str, Dict[str, Dict]]) -> Dict[str, float]:
     }
 
 
+def fewer_epochs(result: Dict, means: Dict[str, float]) -> bool:
+    """The issue's alternative to half the Trainer time: warm runs train fewer
+    epochs than cold runs and reach at least the cold runs' quality."""
+    starts = result.get("starts") or {}
+    return bool(starts.get("warm_epochs") and starts.get("cold_epochs")
+                and max(starts["warm_epochs"]) < min(starts["cold_epochs"])
+                and means["warm recall@100 / cold"] >= TARGETS["warm recall@100 / cold"])
+
+
+def new_item_verdict(rows: Dict[str, Dict[str, Dict]]) -> Tuple[int, List[str], int]:
+    """(spans where warm, cold and refresh each find more of the new items
+    than most-popular, spans where no list finds any (a tie at 0), spans)."""
+    beaten, ties = 0, []
+    for span, row in sorted(rows.items(), key=lambda p: int(p[0])):
+        kinds = [row[k] for k in KINDS if k in row]
+        if all(v["new_recall@100"] > v["most_popular_new_recall@100"] for v in kinds):
+            beaten += 1
+        elif not any(v["new_recall@100"] or v["most_popular_new_recall@100"] for v in kinds):
+            ties.append(span)
+    return beaten, ties, len(rows)
+
+
+def new_item_met(beaten: int, ties: List[str], spans: int) -> str:
+    if beaten == spans:
+        return "met"
+    if beaten and beaten + len(ties) == spans:
+        return "met where any list finds one"
+    return "NOT met"
+
+
 def markdown(result: Dict) -> str:
     lines = ["| span | scored on | kind | recall@100 | ndcg@10 | new-item recall@100 "
              "(most-popular) | trainer s | run s |",
@@ -255,18 +288,25 @@ def markdown(result: Dict) -> str:
     for name, target in TARGETS.items():
         value = means[name]
         met = value <= target if "trainer" in name else value >= target
+        verdict = "met" if met else "NOT met"
+        if "trainer" in name and not met and fewer_epochs(result, means):
+            starts = result["starts"]
+            verdict = (f"met by fewer epochs: {max(starts['warm_epochs'])} instead of "
+                       f"{min(starts['cold_epochs'])}, recall@100 at least the cold run's")
         lines.append(f"| {name} | {value:.3f} | {'<=' if 'trainer' in name else '>='} "
-                     f"{target} | {'met' if met else 'NOT met'} |")
-    new_ok = all(row[k]["new_recall@100"] > row[k]["most_popular_new_recall@100"]
-                 for row in result["spans"].values() for k in ("warm", "cold") if k in row)
-    lines.append(f"| new-item recall@100 > most-popular's (warm and cold, every span) | "
-                 f"{'yes' if new_ok else 'no'} | yes | {'met' if new_ok else 'NOT met'} |")
+                     f"{target} | {verdict} |")
+    beaten, ties, spans = new_item_verdict(result["spans"])
+    tied = f"; no list finds a new item at span(s) {', '.join(ties)}" if ties else ""
+    lines.append(f"| new-item recall@100 > most-popular's (warm, cold and refresh) | "
+                 f"{beaten} of {spans} spans{tied} | every span | "
+                 f"{new_item_met(beaten, ties, spans)} |")
     starts = result.get("starts")
     if starts:
+        cold_epochs = ", ".join(map(str, starts.get("cold_epochs") or ["the configured"]))
         lines += ["", f"Warm starts: {starts['warm']} of the {starts['trainers']} retrieval "
                       f"Trainers (Trainer and RefitTrainer) of the daily runs after the first "
                       f"started warm, with {', '.join(map(str, starts['warm_epochs']))} "
-                      "epoch(s); cold runs train the configured epochs."]
+                      f"epoch(s); cold runs train {cold_epochs} epoch(s)."]
         lines += [f"- not warm: {line}" for line in starts["cold_lines"]]
     return "\n".join(lines)
 
@@ -292,7 +332,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.render:
         with open(os.path.join(RESULTS_DIR, "continuous.json")) as f:
             result = json.load(f)
-        result["starts"] = starts_summary(os.path.join(root, "daily"))
+        result["starts"] = starts_summary(root)
     else:
         result = replay(root, args.spans, args.window, args.first, last, args.run_arg)
     text = (f"Replay of MovieLens-100K as {args.spans} spans by global time, window "

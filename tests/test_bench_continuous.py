@@ -58,4 +58,27 @@ def test_ratios_and_the_verdict_compare_each_span_with_its_cold_run(continuous):
     assert "| warm recall@100 / cold | 0.975 | >= 0.99 | NOT met |" in table
     assert "| warm trainer s / cold | 0.500 | <= 0.5 | met |" in table
     assert "| refresh recall@100 / cold | 0.950 | >= 0.95 | met |" in table
-    assert "every span) | yes | yes | met |" in table
+    assert "| 2 of 2 spans | every span | met |" in table
+
+
+def test_fewer_epochs_to_the_same_quality_meet_the_trainer_target(continuous):
+    rows = {"2": {"cold": _scores(0.50, 0.2, 0.1, 100), "warm": _scores(0.51, 0.3, 0.1, 70),
+                  "refresh": _scores(0.45, 0.2, 0.1, 0)}}
+    starts = {"trainers": 2, "warm": 2, "warm_epochs": [5], "cold_epochs": [10],
+              "cold_lines": []}
+    table = continuous.markdown({"spans": rows, "window": 3, "starts": starts})
+    assert "| warm trainer s / cold | 0.700 | <= 0.5 | met by fewer epochs: 5 instead of 10" in table
+    rows["2"]["warm"]["recall@100"] = 0.45  # fewer epochs, but worse
+    table = continuous.markdown({"spans": rows, "window": 3, "starts": starts})
+    assert "| warm trainer s / cold | 0.700 | <= 0.5 | NOT met |" in table
+
+
+def test_new_items_no_list_finds_are_a_tie_not_a_win(continuous):
+    rows = {"2": {k: _scores(0.5, 0.2, 0.1, 1) for k in ("cold", "warm", "refresh")},
+            "3": {k: _scores(0.5, 0.0, 0.0, 1) for k in ("cold", "warm", "refresh")}}
+    assert continuous.new_item_verdict(rows) == (1, ["3"], 2)
+    assert "| 1 of 2 spans; no list finds a new item at span(s) 3 | every span | " \
+           "met where any list finds one |" in continuous.markdown({"spans": rows})
+    rows["3"]["refresh"]["new_recall@100"] = 0.1  # refresh finds one, warm and cold none
+    assert continuous.new_item_verdict(rows) == (1, [], 2)
+    assert "| 1 of 2 spans | every span | NOT met |" in continuous.markdown({"spans": rows})
