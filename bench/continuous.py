@@ -321,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--last", type=int, help="last such span (default: spans - 1)")
     parser.add_argument("--render", action="store_true",
                         help="only write the table again from results/continuous.json "
-                             "and the roots")
+                             "(and the roots, when they are there)")
     parser.add_argument("--run-arg", action="append", default=[],
                         help="a flag for every `recsys run`, e.g. --run-arg=--ranker=none")
     args = parser.parse_args(argv)
@@ -332,7 +332,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.render:
         with open(os.path.join(RESULTS_DIR, "continuous.json")) as f:
             result = json.load(f)
-        result["starts"] = starts_summary(root)
+        if os.path.isdir(os.path.join(root, "daily")):  # else keep the recorded starts
+            result["starts"] = starts_summary(root)
     else:
         result = replay(root, args.spans, args.window, args.first, last, args.run_arg)
     text = (f"Replay of MovieLens-100K as {args.spans} spans by global time, window "
