@@ -138,16 +138,22 @@ def epochs_of(line: str) -> int:
     return int(line.rsplit(";", 1)[1].split()[0])
 
 
+def cold_roots(root: str) -> List[str]:
+    """The cold runs' roots (cold-<span>), not their logs beside them
+    (cold-<span>-run-<time>.log)."""
+    return sorted(os.path.join(root, d) for d in os.listdir(root)
+                  if d.startswith("cold-") and os.path.isdir(os.path.join(root, d)))
+
+
 def starts_summary(root: str) -> Dict:
     """Of the daily root's runs after the first: how many retrieval Trainers
     warm-started, and the epochs of warm starts; the epochs of the cold runs."""
     lines = start_lines(os.path.join(root, "daily"))[2:]  # the first run's two Trainers
     warm = [l for l in lines if l.startswith("warm start")]
-    cold_roots = sorted(d for d in os.listdir(root) if d.startswith("cold-"))
     return {"trainers": len(lines), "warm": len(warm),
             "warm_epochs": sorted({epochs_of(l) for l in warm}),
-            "cold_epochs": sorted({epochs_of(l) for d in cold_roots
-                                   for l in start_lines(os.path.join(root, d))}),
+            "cold_epochs": sorted({epochs_of(l) for cold in cold_roots(root)
+                                   for l in start_lines(cold)}),
             "cold_lines": [l for l in lines if not l.startswith("warm start")]}
 
 

@@ -39,6 +39,14 @@ def test_new_items_are_those_first_interacted_with_in_the_span(continuous, tmp_p
     assert continuous.new_items(str(tmp_path), 3) == {"d"}
 
 
+def test_cold_roots_are_the_cold_runs_directories_not_their_logs(continuous, tmp_path):
+    for name in ("cold-3", "cold-2", "daily"):
+        os.makedirs(tmp_path / name)
+    (tmp_path / "cold-2-run-1796690481.log").write_text("")
+    assert continuous.cold_roots(str(tmp_path)) == [str(tmp_path / "cold-2"),
+                                                    str(tmp_path / "cold-3")]
+
+
 def _scores(recall, new_recall, popular, trainer):
     return {"recall@100": recall, "ndcg@10": 0.1, "new_recall@100": new_recall,
             "most_popular_new_recall@100": popular, "new_item_users": 3,
