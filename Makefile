@@ -28,7 +28,7 @@ setup: $(STAMP)
 	    --target .tools/uv --upgrade -r requirements/uv.txt
 	@touch $@
 
-# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (CI, containers)
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (many containers)
 # every process would otherwise compile TensorFlow's sources again on import
 # (measured: `import tensorflow` 17.5 s without, 6.8 s with, 2 cores).
 $(STAMP): $(LOCK) setup.py tfx_recsys/platform_compat.py | $(UV)
