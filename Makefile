@@ -19,7 +19,7 @@ UV            := $(if $(and $(SYSTEM_UV),$(findstring $(UV_VERSION),$(shell uv -
 export UV_PYTHON_DOWNLOADS := never
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup system-packages run test test-fast test-flink bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load bench-continuous lock clean
+.PHONY: setup system-packages run test test-fast test-flink bench bench-serving bench-quality bench-throughput bench-scale bench-backtest bench-load bench-continuous bench-recommend lock clean
 
 setup: $(STAMP)
 
@@ -137,6 +137,10 @@ bench-continuous: setup
 # --root runs/X, or --before FILE to measure an older server beside it.
 bench-load: setup
 	$(VENV_PY) bench/load.py $(BENCH_LOAD_ARGS)
+
+# `recsys recommend` cold and against a running `recsys serve` (runs/default).
+bench-recommend: setup
+	$(VENV_PY) bench/recommend.py $(BENCH_RECOMMEND_ARGS)
 
 # The image every Kubeflow task runs (kubeflow/Dockerfile), built without a
 # Docker engine: podman with chroot isolation (see kubeflow/README.md). Its

@@ -202,8 +202,9 @@ def create_pipeline(
             model=served.outputs["model"], model_blessing=served.outputs["model_blessing"],
             ranking_model=served.outputs["ranking_model"],
             items=example_gen.outputs["items"], examples=example_gen.outputs["examples"],
-            serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate,
-            rerank=rerank, diversity_feature=_diversity_feature(dataset), refresh=True)
+            users=example_gen.outputs["users"], serving_dir=serving_dir,
+            top_k=serving_top_k, index_gate=index_gate, rerank=rerank,
+            diversity_feature=_diversity_feature(dataset), refresh=True)
         pusher.add_upstream_node(anomalies_gate)
         return tfx.dsl.Pipeline(
             pipeline_name=pipeline_name, pipeline_root=pipeline_root,
@@ -293,7 +294,7 @@ def create_pipeline(
         return ScannPusher(
             model=model, model_blessing=evaluator.outputs["blessing"],
             items=example_gen.outputs["items"],
-            examples=example_gen.outputs["examples"],
+            examples=example_gen.outputs["examples"], users=example_gen.outputs["users"],
             serving_dir=serving_dir, top_k=serving_top_k, index_gate=index_gate,
             ranking_model=ranker, rerank=rerank,
             diversity_feature=_diversity_feature(dataset), **evaluated)

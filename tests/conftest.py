@@ -1,12 +1,17 @@
 """Shared test setup: environment as TFX's own tests set it, tiny data."""
 
 import os
+import tempfile
 
 # Before TensorFlow is imported anywhere: Keras 2 for TFRS, quiet C++ logs,
 # no gRPC fork handlers (Beam), few threads on a 2-core machine.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# The servers tests start register here, not in the user's cache
+# (tfx_recsys/serving/registry.py).
+os.environ.setdefault("RECSYS_SERVER_REGISTRY", os.path.join(
+    tempfile.mkdtemp(prefix="recsys-test-"), "servers"))
 
 import pytest  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -54,6 +55,44 @@ def test_recommend_prints_top_k_with_titles(tiny_run):
     assert lines[0].startswith("top 3 for user u1")
     assert [l.split(".")[0].strip() for l in lines[1:]] == ["1", "2", "3"]
     assert all("Item " in l and "score" in l for l in lines[1:])
+
+
+def _item_lines(stdout: str) -> list:
+    return stdout.strip().splitlines()[1:]
+
+
+def test_recommend_asks_a_running_server_and_answers_the_same(tiny_run, tmp_path):
+    """With `recsys serve` up on the run's model, recommend answers from it,
+    without TensorFlow, the same list as the SavedModel loaded here; after
+    the server stops, it loads the model again."""
+    env = dict(os.environ, RECSYS_SERVER_REGISTRY=str(tmp_path / "servers"))
+    loaded = recsys("recommend", "--root", tiny_run.root, "--user", "u1", "-k", "5")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "answered by the server" not in loaded.stdout
+    server = subprocess.Popen([RECSYS, "serve", "--root", tiny_run.root, "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        line = server.stdout.readline()
+        assert "serving" in line, line + server.stderr.read()
+        url = line.split(" at ")[1].split("/v1/")[0]
+        code = ("import sys; from tfx_recsys import cli; "
+                f"rc = cli.main(['recommend', '--root', {tiny_run.root!r}, '--user', 'u1', "
+                "'-k', '5']); assert rc == 0; "
+                "assert 'tensorflow' not in sys.modules, 'imported TensorFlow'")
+        asked = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                               text=True, env=env, timeout=120)
+        assert asked.returncode == 0, asked.stderr
+        assert f"(answered by the server at {url}):" in asked.stdout.splitlines()[0]
+        assert _item_lines(asked.stdout) == _item_lines(loaded.stdout)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+    assert os.listdir(tmp_path / "servers") == []  # the server unregistered
+    after = subprocess.run([RECSYS, "recommend", "--root", tiny_run.root, "--user", "u1",
+                            "-k", "5"], capture_output=True, text=True, env=env)
+    assert after.returncode == 0 and "answered by" not in after.stdout
+    assert _item_lines(after.stdout) == _item_lines(loaded.stdout)
 
 
 def test_run_on_a_directory_missing_a_file(tiny_data, tmp_path):

@@ -379,6 +379,54 @@ def _latest_rows(store, output_key: str, split: str) -> list:
     return list(examples_io.read_rows(artifact.uri, split))
 
 
+def _users_and_items(root: str, source: dict):
+    """The users ({user_id: row}) and item rows the served version was made
+    from: read without TensorFlow or ML Metadata from the URIs its source
+    records; from the run's latest ExampleGen for versions pushed before
+    the source named the users."""
+    from tfx_recsys.examples_io import read_rows_without_tensorflow, scalar
+
+    if source.get("users") and source.get("items"):
+        users = read_rows_without_tensorflow(source["users"], "users")
+        items = read_rows_without_tensorflow(source["items"], config.ITEMS_SPLIT)
+    else:
+        store = _open_store(root)
+        with _stderr_to(os.devnull):
+            users = _latest_rows(store, "users", "users")
+            items = _latest_rows(store, "items", config.ITEMS_SPLIT)
+    return {scalar(r, "user_id"): r for r in users}, items
+
+
+def _recommend_from_server(serving_dir: str, model_dir: str, user: dict):
+    """The serving signature's outputs for `user` from a running `recsys
+    serve` of `serving_dir` that serves `model_dir`'s version, and its URL;
+    None when there is none (or it fails: the caller loads the model)."""
+    from tfx_recsys.serving import client, registry
+
+    for server in registry.servers(serving_dir):
+        try:
+            [outputs] = client.recommend(server, int(os.path.basename(model_dir)), [user])
+        except client.ServerUnavailable as e:
+            print(f"not asking the server at {server.url}: {e}", file=sys.stderr)
+            continue
+        return outputs, server.url
+    return None
+
+
+def _recommend_locally(model_dir: str, user: dict) -> dict:
+    """The serving signature's outputs for `user` from the SavedModel."""
+    with _stderr_to(os.devnull):
+        import scann  # noqa: F401  registers the ScaNN op the SavedModel uses
+
+        from tfx_recsys import embedding
+
+        model = embedding.load(model_dir)
+        outputs = model.signatures["serving_default"](
+            **embedding.request(model, "serving_default", [user]))
+    return {name: [v.decode() if isinstance(v, bytes) else v for v in value.numpy()[0]]
+            for name, value in outputs.items()}
+
+
 def cmd_recommend(args) -> int:
     from tfx_recsys.components.scann_pusher import publishing
     from tfx_recsys.examples_io import scalar
@@ -393,35 +441,30 @@ def cmd_recommend(args) -> int:
         raise UserError("-k must be at least 1")
     # The users and items as the run ingested them (its `users` and `items`
     # outputs), whatever format the dataset came in.
-    store = _open_store(args.root)
-    with _stderr_to(os.devnull):
-        users = {scalar(r, "user_id"): r for r in _latest_rows(store, "users", "users")}
-        user = users.get(args.user)
-        if user is None:
-            raise UserError(f"unknown user {args.user!r}: not among the "
-                            f"{len(users)} users of the run in {args.root}")
-        import scann  # noqa: F401  registers the ScaNN op the SavedModel uses
-
-        from tfx_recsys import embedding
-
-        model = embedding.load(model_dir)
-        outputs = model.signatures["serving_default"](
-            **embedding.request(model, "serving_default", [user]))
-        titles = {scalar(r, "item_id"): scalar(r, "title", "")
-                  for r in _latest_rows(store, "items", config.ITEMS_SPLIT)}
+    users, items = _users_and_items(args.root, publishing.read_source(model_dir) or {})
+    user = users.get(args.user)
+    if user is None:
+        raise UserError(f"unknown user {args.user!r}: not among the "
+                        f"{len(users)} users of the run in {args.root}")
+    answered = _recommend_from_server(serving_dir, model_dir, user)
+    outputs, via = answered or (_recommend_locally(model_dir, user), None)
     # "" pads the list when exclusions leave fewer items than it holds.
-    item_ids = [i.decode() for i in outputs["item_ids"].numpy()[0] if i]
-    scores = outputs["scores"].numpy()[0]
-    stages = {name: outputs[name].numpy()[0] for name in ("retrieval_scores",
-                                                         "ranker_scores")
-              if name in outputs}
+    item_ids = [i for i in outputs["item_ids"] if i]
+    scores = outputs["scores"]
+    # NaN (a stage that did not score an item) comes back from a server as null.
+    stages = {name: [math.nan if v is None else v for v in outputs[name]]
+              for name in ("retrieval_scores", "ranker_scores") if name in outputs}
     if args.k > len(item_ids):
         raise UserError(f"-k {args.k} exceeds the {len(item_ids)} items the "
                         "served model returns")
+    wanted = set(item_ids[:args.k])
+    titles = {scalar(r, "item_id"): scalar(r, "title", "") for r in items
+              if scalar(r, "item_id") in wanted}
     described = ", ".join(f"{name} {values[0] if len(values) == 1 else values}"
                           for name, values in sorted(user.items())
                           if name != "user_id" and values)
-    print(f"top {args.k} for user {args.user} ({described}) from {model_dir}:")
+    print(f"top {args.k} for user {args.user} ({described}) from {model_dir}"
+          + (f" (answered by the server at {via})" if via else "") + ":")
     for rank, (item, score) in enumerate(zip(item_ids[:args.k], scores), 1):
         detail = "".join(f", {name.split('_')[0]} {values[rank - 1]:.3f}"
                          for name, values in stages.items()

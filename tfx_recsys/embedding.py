@@ -9,7 +9,6 @@ multi-categorical item features joined with their separator, history as the
 row's list of item ids.
 """
 
-import math
 import os
 from typing import Dict, Sequence
 
@@ -19,7 +18,7 @@ from tfx_recsys import dataset_config
 from tfx_recsys.examples_io import scalar
 from tfx_recsys.serving.contract import (  # noqa: F401  (embedding.X names)
     CANDIDATE_SIGNATURE, MISSING_INT, QUERY_SIGNATURE, QUERY_WITH_HISTORY_SIGNATURE,
-    RETRIEVAL_SIGNATURES)
+    RETRIEVAL_SIGNATURES, missing_value_of)
 
 _BATCH = 4096
 # What a model needs for embed_users / embed_items (older exports lack some).
@@ -59,11 +58,7 @@ def input_specs(model, signature: str) -> Dict[str, object]:
 
 def missing_value(dtype):
     """The value a raw column holds where the feature is absent."""
-    import tensorflow as tf
-
-    if dtype == tf.string:
-        return ""
-    return math.nan if dtype.is_floating else MISSING_INT
+    return missing_value_of(dtype.name)
 
 
 def _single(row: Dict[str, list], name: str, dtype):

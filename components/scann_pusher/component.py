@@ -68,6 +68,9 @@ class ScannPusherSpec(types.ComponentSpec):
             type=standard_artifacts.ModelBlessing),
         "items": ChannelParameter(type=standard_artifacts.Examples),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
+        # Only recorded in the version's source: `recsys recommend` reads the
+        # user's row from it without asking ML Metadata.
+        "users": ChannelParameter(type=standard_artifacts.Examples, optional=True),
         RANKING_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
         # The blessed models, when `model` and `ranking_model` are their refit.
         EVALUATED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
@@ -95,12 +98,13 @@ class ScannPusher(base_component.BaseComponent):
                  diversity_feature: str = "",
                  evaluated_model: Optional[types.BaseChannel] = None,
                  evaluated_ranking_model: Optional[types.BaseChannel] = None,
-                 refresh: bool = False):
+                 refresh: bool = False,
+                 users: Optional[types.BaseChannel] = None):
         if top_k < 1:
             raise ValueError(f"top_k must be positive, got {top_k}")
         spec = ScannPusherSpec(
             model=model, model_blessing=model_blessing, items=items,
-            examples=examples, serving_dir=serving_dir, top_k=top_k,
+            examples=examples, users=users, serving_dir=serving_dir, top_k=top_k,
             index_gate=json.dumps(dataclasses.asdict(index_gate)),
             ranking_model=ranking_model,
             evaluated_model=evaluated_model,

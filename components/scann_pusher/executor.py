@@ -113,6 +113,8 @@ class Executor(pusher_executor.Executor):
                                          if rankers else None),
                   "rerank": exec_properties.get("rerank") or "",
                   "examples": examples.uri, "items": items.uri}
+        if input_dict.get("users"):
+            source["users"] = artifact_utils.get_single_instance(input_dict["users"]).uri
         dirs = publishing.sibling_dirs(exec_properties["serving_dir"])
         serving_now = publishing.latest_version_dir(dirs["scann"])
         if serving_now and publishing.read_source(serving_now) == source:

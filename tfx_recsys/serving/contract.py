@@ -28,6 +28,16 @@ RANKER_SIGNATURE = "score"
 MISSING_INT = -(2 ** 63)
 
 
+def missing_value_of(dtype_name: str):
+    """What a request holds where a feature is absent, by the input's dtype
+    name (TensorFlow's "string", "float32", "int64"; TF Serving's "float")."""
+    if dtype_name == "string":
+        return ""
+    if dtype_name.startswith(("float", "double", "half", "bfloat")):
+        return math.nan
+    return MISSING_INT
+
+
 def is_missing(value) -> bool:
     """Whether a raw request or table value stands for "absent"."""
     if isinstance(value, (bytes, str)):

@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tfx_recsys.serving import registry
 from tfx_recsys.serving.batching import BatchingSettings
 from tfx_recsys.serving.model import V1, V2, PredictRequest, RecommenderModel
 from tfx_recsys.serving.protocol import RequestError, v1_metadata, v2_metadata
@@ -497,6 +498,8 @@ def run_server(model_dir: str, model_name: str, settings: ServerSettings = Serve
     model = RecommenderModel(model_name, model_dir, batching, max_rows, versions=versions)
     server = Server(model, settings)  # binds first: a taken port fails at once
 
+    registered = []
+
     def load() -> None:
         configure_tensorflow(tf_threads)
         model.load()
@@ -505,6 +508,8 @@ def run_server(model_dir: str, model_name: str, settings: ServerSettings = Serve
                 else f"no version yet (watching {model_dir})")
         print(f"serving {model_name!r} {what} at {server.url}/v1/models/{model_name} "
               f"(V2: {server.url}/v2/models/{model_name}; Ctrl-C to stop)", flush=True)
+        # `recsys recommend` on this model dir now asks this server.
+        registered.append(registry.register(server.url, model_name, model_dir))
 
     threading.Thread(target=load, daemon=True, name="first-load").start()
     try:
@@ -512,5 +517,7 @@ def run_server(model_dir: str, model_name: str, settings: ServerSettings = Serve
     except KeyboardInterrupt:
         pass
     finally:
+        for path in registered:
+            registry.unregister(path)
         server.socket.close()
         model.stop()
