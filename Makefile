@@ -44,7 +44,7 @@ run: setup
 test: setup system-packages
 	$(VENV_PY) -m pytest
 
-# The pipeline on a local Flink cluster (tests/test_flink.py): about 40
+# The pipeline on a local Flink cluster (tests/test_flink.py): about 25
 # minutes on two cores, mostly Flink starting a Python worker (and importing
 # TensorFlow) per task, so `make test` leaves it out.
 test-flink: setup flink

@@ -5,7 +5,7 @@ A local standalone cluster (JobManager and TaskManager processes), Beam's
 Flink job server and an SDK worker pool (environment EXTERNAL) run tiny_run's
 pipeline; this package reaches the workers as the sdist --setup_file builds
 (pipeline/flink_worker_boot.py installs it). Needs Java and Maven (`make
-flink` fetches Flink and the job server's jars). The run takes about 40
+flink` fetches Flink and the job server's jars). The run takes about 25
 minutes on two cores, so it runs with `make test-flink`
 (RECSYS_TEST_FLINK=1), not in `make test`.
 """
@@ -38,7 +38,7 @@ def integration(test):
     RECSYS_TEST_FLINK=1 (make test-flink)."""
     test = pytest.mark.integration(test)
     return pytest.mark.skipif(os.environ.get("RECSYS_TEST_FLINK") != "1",
-                              reason="about 40 min on two cores: make test-flink")(test)
+                              reason="about 25 min on two cores: make test-flink")(test)
 
 
 pytestmark = pytest.mark.skipif(

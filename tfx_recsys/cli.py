@@ -380,21 +380,46 @@ def _latest_rows(store, output_key: str, split: str) -> list:
 
 
 def _users_and_items(root: str, source: dict):
-    """The users ({user_id: row}) and item rows the served version was made
+    """The user rows and item rows (iterables) the served version was made
     from: read without TensorFlow or ML Metadata from the URIs its source
     records; from the run's latest ExampleGen for versions pushed before
     the source named the users."""
-    from tfx_recsys.examples_io import read_rows_without_tensorflow, scalar
+    from tfx_recsys.examples_io import read_rows_without_tensorflow
 
     if source.get("users") and source.get("items"):
-        users = read_rows_without_tensorflow(source["users"], "users")
-        items = read_rows_without_tensorflow(source["items"], config.ITEMS_SPLIT)
-    else:
-        store = _open_store(root)
-        with _stderr_to(os.devnull):
-            users = _latest_rows(store, "users", "users")
-            items = _latest_rows(store, "items", config.ITEMS_SPLIT)
-    return {scalar(r, "user_id"): r for r in users}, items
+        return (read_rows_without_tensorflow(source["users"], "users"),
+                read_rows_without_tensorflow(source["items"], config.ITEMS_SPLIT))
+    store = _open_store(root)
+    with _stderr_to(os.devnull):
+        return (_latest_rows(store, "users", "users"),
+                _latest_rows(store, "items", config.ITEMS_SPLIT))
+
+
+def _find_user(users, user_id: str, root: str) -> dict:
+    """The row of `user_id` among `users`, read no further than it; a
+    UserError naming how many users there are if it is not there."""
+    from tfx_recsys.examples_io import scalar
+
+    count = 0
+    for count, row in enumerate(users, 1):
+        if scalar(row, "user_id") == user_id:
+            return row
+    raise UserError(f"unknown user {user_id!r}: not among the {count} users of "
+                    f"the run in {root}")
+
+
+def _titles(items, wanted: set) -> dict:
+    """{item id: title} of the `wanted` items, read no further than the last."""
+    from tfx_recsys.examples_io import scalar
+
+    titles = {}
+    for row in items:
+        item = scalar(row, "item_id")
+        if item in wanted:
+            titles[item] = scalar(row, "title", "")
+            if len(titles) == len(wanted):
+                break
+    return titles
 
 
 def _recommend_from_server(serving_dir: str, model_dir: str, user: dict):
@@ -429,7 +454,6 @@ def _recommend_locally(model_dir: str, user: dict) -> dict:
 
 def cmd_recommend(args) -> int:
     from tfx_recsys.components.scann_pusher import publishing
-    from tfx_recsys.examples_io import scalar
 
     serving_dir = _serving_dir(args.root)
     model_dir = publishing.latest_version_dir(serving_dir)
@@ -442,10 +466,7 @@ def cmd_recommend(args) -> int:
     # The users and items as the run ingested them (its `users` and `items`
     # outputs), whatever format the dataset came in.
     users, items = _users_and_items(args.root, publishing.read_source(model_dir) or {})
-    user = users.get(args.user)
-    if user is None:
-        raise UserError(f"unknown user {args.user!r}: not among the "
-                        f"{len(users)} users of the run in {args.root}")
+    user = _find_user(users, args.user, args.root)
     answered = _recommend_from_server(serving_dir, model_dir, user)
     outputs, via = answered or (_recommend_locally(model_dir, user), None)
     # "" pads the list when exclusions leave fewer items than it holds.
@@ -457,9 +478,7 @@ def cmd_recommend(args) -> int:
     if args.k > len(item_ids):
         raise UserError(f"-k {args.k} exceeds the {len(item_ids)} items the "
                         "served model returns")
-    wanted = set(item_ids[:args.k])
-    titles = {scalar(r, "item_id"): scalar(r, "title", "") for r in items
-              if scalar(r, "item_id") in wanted}
+    titles = _titles(items, set(item_ids[:args.k]))
     described = ", ".join(f"{name} {values[0] if len(values) == 1 else values}"
                           for name, values in sorted(user.items())
                           if name != "user_id" and values)
