@@ -34,6 +34,9 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import costs  # noqa: E402  (bench/ is not a package)
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "runs", "bench-scale")
@@ -42,6 +45,8 @@ SIZES = {
     "10M": dict(num_users=100_000, num_items=1_000_000, num_interactions=10_000_000),
 }
 TARGET_PEAK_GIB = {"10M": 8.0}
+TARGET_COST_RATIO = 5.0
+OUTPUT_FILE = "run-output.tsv"  # the run's output lines, for --costs-only
 SAMPLE_SECONDS = 0.25
 GIB = 1 << 30
 
@@ -177,6 +182,9 @@ def run_size(label: str, sizes: Dict[str, int], root: str, extra: List[str],
     windows = component_windows(lines)
     components = [{"component": name, "seconds": seconds, **sampler.peaks_gib(start, end)}
                   for name, start, end, seconds in windows if seconds >= 0.5]
+    with open(os.path.join(root, OUTPUT_FILE), "w") as f:
+        f.writelines(f"{when}\t{text}\n" for when, text in lines)
+    bare = {} if stopped else bare_costs(label, root, lines)
     if stopped:
         running = [(m.group(1), when) for when, text in lines
                    for m in [_RUNNING.match(text)] if m]
@@ -187,9 +195,25 @@ def run_size(label: str, sizes: Dict[str, int], root: str, extra: List[str],
     return {"sizes": sizes, "generate_seconds": generate_seconds,
             "wall_seconds": wall, **sampler.peaks_gib(),
             "stopped_after_seconds": timeout_seconds if stopped else None,
-            "components": components,
+            "components": components, "bare_seconds": bare,
             "data_bytes": sum(os.path.getsize(os.path.join(data_dir, f))
                               for f in os.listdir(data_dir))}
+
+
+def bare_costs(label: str, root: str, lines) -> Dict[str, float]:
+    """bench/costs.py's bare costs of the run under `root`, given its
+    timestamped output lines."""
+    print(f"[{label}] measuring the bare costs (bench/costs.py) ...", flush=True)
+    return costs.bare_costs(os.path.join(root, "data"), os.path.join(root, "run"), {
+        name: [text for when, text in lines if start <= when <= end]
+        for name, start, end, _ in component_windows(lines)})
+
+
+def saved_output(root: str):
+    """The timestamped output lines run_size saved under `root`."""
+    with open(os.path.join(root, OUTPUT_FILE)) as f:
+        return [(float(when), text) for when, text in
+                (line.rstrip("\n").split("\t", 1) for line in f)]
 
 
 def markdown(results: Dict[str, Dict]) -> str:
@@ -235,6 +259,38 @@ def markdown(results: Dict[str, Dict]) -> str:
     return "\n".join([sizes + ".", "", *rows, "", *verdicts, "", MEMORY_NOTE])
 
 
+def cost_markdown(results: Dict[str, Dict]) -> str:
+    """Each component's time beside its bare cost (bench/costs.py) and the
+    ratio, for the sizes measured with costs; "" if none was."""
+    labels = [label for label in SIZES if results.get(label, {}).get("bare_seconds")]
+    if not labels:
+        return ""
+    names = [name for name in costs.COMPONENTS
+             if any(name in results[label]["bare_seconds"] for label in labels)]
+
+    def cell(label, name):
+        bare = results[label]["bare_seconds"].get(name)
+        found = [c["seconds"] for c in results[label]["components"] if c["component"] == name]
+        if not bare or not found or found[0] is None:
+            return "-"
+        return f"{found[0]:.0f} s / {bare:.1f} s = {found[0] / bare:.1f}x"
+
+    rows = ["| component | " + " | ".join(f"{label}: run / bare = ratio" for label in labels)
+            + " |", "|---|" + "---|" * len(labels)]
+    rows += [f"| {name} | " + " | ".join(cell(label, name) for label in labels) + " |"
+             for name in names]
+    over = [f"{name} at {label} ({cell(label, name).split('= ')[1]})"
+            for label in labels for name in names
+            if cell(label, name) != "-"
+            and float(cell(label, name).split("= ")[1][:-1]) > TARGET_COST_RATIO]
+    verdict = (f"- target: no component above {TARGET_COST_RATIO:g}x its bare cost: "
+               + ("met" if not over else "not met: " + ", ".join(over)))
+    return "\n".join(["Cost model: each component's time in the run beside the bare "
+                      "cost of its work, measured right after the run on the run's own "
+                      "data (bench/costs.py says what bare is per component).", "",
+                      *rows, "", verdict])
+
+
 MEMORY_NOTE = (
     "Memory: PSS (proportional set size) summed over the run's processes, "
     "sampled every 0.25 s, is what the run holds: a page that two processes "
@@ -260,6 +316,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "what it finished")
     parser.add_argument("--report-only", action="store_true",
                         help="no runs: print the table of the last results/scale.json")
+    parser.add_argument("--costs-only", action="store_true",
+                        help="no runs: measure the bare costs again for the runs "
+                             "of --sizes left under --root")
     args = parser.parse_args(argv)
 
     saved_path = os.path.join(RESULTS_DIR, "scale.json")
@@ -269,6 +328,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             saved = json.load(f).get("results", {})
     if args.report_only:
         results = saved
+    elif args.costs_only:
+        results = dict(saved)
+        for label in args.sizes:
+            root = os.path.join(args.root, label)
+            results[label]["bare_seconds"] = bare_costs(label, root, saved_output(root))
     else:
         # A run of some sizes keeps the saved results of the others.
         timeout = args.timeout_minutes * 60 if args.timeout_minutes else None
@@ -280,7 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     dates = ", ".join(f"{label} on {results[label].get('date', '?')}"
                       for label in SIZES if label in results)
     text = "\n".join([
-        markdown(results), "",
+        markdown(results), "", *([cost_markdown(results), ""] if cost_markdown(results) else []),
         f"Generated by `make bench-scale` ({platform.node() or 'host'}, "
         f"{os.cpu_count()} cores, "
         f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GIB:.0f} GiB): "

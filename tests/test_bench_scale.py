@@ -84,3 +84,21 @@ def test_markdown_has_a_row_per_component_and_the_verdict(scale):
     assert "**100 s / 7.50 (8.50) GiB**" in text
     assert "peak memory 7.50 GiB (PSS summed over the run's processes) vs target " \
            "<= 8 GiB: met; RSS summed 8.50 GiB, largest single process 6.00 GiB" in text
+
+
+def test_cost_table_gives_each_ratio_and_names_those_over_the_target(scale):
+    result = {"components": [{"component": "Transform", "seconds": 100.0},
+                             {"component": "Trainer", "seconds": 30.0}],
+              "bare_seconds": {"Transform": 10.0, "Trainer": 20.0}}
+    text = scale.cost_markdown({"1M": result})
+    assert "| Transform | 100 s / 10.0 s = 10.0x |" in text
+    assert "| Trainer | 30 s / 20.0 s = 1.5x |" in text
+    assert "not met: Transform at 1M (10.0x)" in text
+    assert scale.cost_markdown({"1M": dict(result, bare_seconds={})}) == ""
+
+
+def test_trainer_bare_cost_is_the_epochs_keras_logged():
+    costs = bench_module("costs")
+    lines = ["Epoch 1/2", "79/79 - 4s - loss: 2585.9 - 4s/epoch - 56ms/step", "Epoch 2/2",
+             "79/79 - 3s - loss: 2001.0", "  Trainer done in 20.0 s"]
+    assert costs.trainer_epochs(lines) == 7.0
