@@ -154,12 +154,50 @@ def read_rows_without_tensorflow(examples_uri: str, split: str
                    in example.FromString(record).features.feature.items()}
 
 
+_ROWS_PER_BATCH = 8192
+
+
+def _python_columns(batch, names: Sequence[str]) -> Dict[str, list]:
+    """{name: per row, its list of values or None where absent} of an Arrow
+    record batch of tf.Examples (bytes as UTF-8 text)."""
+    import pyarrow as pa
+
+    columns = {}
+    for name in names:
+        column = batch.column(batch.schema.get_field_index(name))
+        value_type = column.type.value_type
+        if pa.types.is_binary(value_type) or pa.types.is_large_binary(value_type):
+            column = column.cast(pa.large_list(pa.large_string()))
+        columns[name] = column.to_pylist()
+    return columns
+
+
 def read_rows(examples_uri: str, split: str,
               fields: Sequence[str] = ()) -> Iterator[Dict[str, list]]:
-    """Yields each example of a split as {feature name: list of values}; only
-    the features in `fields` when given (parse_fields)."""
-    for record in read_records(examples_uri, split):
-        yield parse_fields(record, fields) if fields else parse_row(record)
+    """Yields each example of a split as {feature name: list of values}
+    (parse_row's rows); only the features in `fields` when given.
+
+    Decoded a batch at a time to Arrow by tfx_bsl (C++), then to Python:
+    about 20x faster than parsing each record in Python."""
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    decoder = example_coder.ExamplesToRecordBatchDecoder()
+    dataset = tf.data.TFRecordDataset(split_files(examples_uri, split),
+                                      compression_type="GZIP").batch(_ROWS_PER_BATCH)
+    for records in dataset.as_numpy_iterator():
+        try:
+            batch = decoder.DecodeBatch(list(records))
+        except RuntimeError:  # a feature of two kinds in one batch: one by one
+            for record in records:
+                yield parse_fields(record, fields) if fields else parse_row(record)
+            continue
+        present = batch.schema.names
+        names = [n for n in fields if n in present] if fields else present
+        columns = _python_columns(batch, names)
+        for i in range(batch.num_rows):
+            yield {name: values[i] for name, values in columns.items()
+                   if values[i] is not None}
 
 
 def scalar(row: Dict[str, list], name: str, default=None):

@@ -43,17 +43,15 @@ def _held_out_users(examples_uri: str) -> List[dict]:
     """One raw row per eval user (sorted by id, at most MAX_QUERIES).
 
     Two passes, so that only the chosen users' rows (which carry their
-    history) are parsed whole."""
-    def user_of(record: bytes) -> str:
-        return examples_io.scalar(examples_io.parse_fields(record, ["user_id"]), "user_id")
-
-    all_users = {user_of(r) for r in examples_io.read_records(examples_uri, config.EVAL_SPLIT)}
+    history) are kept whole."""
+    all_users = {examples_io.scalar(r, "user_id") for r in
+                 examples_io.read_rows(examples_uri, config.EVAL_SPLIT, ("user_id",))}
     chosen = set(sorted(all_users)[:MAX_QUERIES])
     users = {}
-    for record in examples_io.read_records(examples_uri, config.EVAL_SPLIT):
-        user = user_of(record)
+    for row in examples_io.read_rows(examples_uri, config.EVAL_SPLIT):
+        user = examples_io.scalar(row, "user_id")
         if user in chosen and user not in users:
-            users[user] = examples_io.parse_row(record)
+            users[user] = row
     return [users[u] for u in sorted(users)]
 
 
