@@ -178,7 +178,8 @@ def read_rows(examples_uri: str, split: str,
     (parse_row's rows); only the features in `fields` when given.
 
     Decoded a batch at a time to Arrow by tfx_bsl (C++), then to Python:
-    about 20x faster than parsing each record in Python."""
+    2-9x faster than parsing each record in Python (more the fewer the
+    fields), the same rows."""
     import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
