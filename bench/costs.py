@@ -200,9 +200,9 @@ def bare_costs(data_dir: str, root: str, component_lines: Dict[str, List[str]]
     from tfx_recsys import config, run_summary
 
     store = run_summary.open_store(root)
+    component_lines = dict(component_lines)
     for log in sorted(glob.glob(os.path.join(root, "logs", "run-*.log")))[-1:]:
         for name, lines in log_lines_by_component(log).items():
-            component_lines = dict(component_lines)
             component_lines[name] = component_lines.get(name, []) + lines
     examples = _output_uri(store, "InteractionsExampleGen", "examples")
     refit_examples = _output_uri(store, "InteractionsExampleGen", "refit_examples")

@@ -4,6 +4,7 @@ The Evaluator and the Pusher need whole tables in memory (the item corpus,
 each user's history), which is fine at MovieLens scale; they read them here.
 """
 
+import functools
 import os
 from typing import Dict, Iterator, List, Sequence
 
@@ -64,52 +65,47 @@ def read_records(examples_uri: str, split: str) -> Iterator[bytes]:
 # cost more than everything else together.
 
 
+@functools.lru_cache(maxsize=None)
 def _example_message():
     """tf.Example's message class, declared here in a pool of its own (the
     same fields and numbers as tensorflow/core/example/*.proto), so parsing
     needs only protobuf: TensorFlow's example_pb2 imports all of TensorFlow."""
-    global _EXAMPLE
-    if _EXAMPLE is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-        field = descriptor_pb2.FieldDescriptorProto
-        file = descriptor_pb2.FileDescriptorProto(
-            name="tfx_recsys/example.proto", package="tensorflow", syntax="proto3")
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tfx_recsys/example.proto", package="tensorflow", syntax="proto3")
 
-        def message(name, *fields):
-            proto = file.message_type.add(name=name)
-            for number, (field_name, kind, label, type_name) in enumerate(fields, 1):
-                proto.field.add(name=field_name, number=number, type=kind, label=label,
-                                type_name=type_name)
-            return proto
+    def message(name, *fields):
+        proto = file.message_type.add(name=name)
+        for number, (field_name, kind, label, type_name) in enumerate(fields, 1):
+            proto.field.add(name=field_name, number=number, type=kind, label=label,
+                            type_name=type_name)
+        return proto
 
-        repeated, optional = field.LABEL_REPEATED, field.LABEL_OPTIONAL
-        message("BytesList", ("value", field.TYPE_BYTES, repeated, None))
-        message("FloatList", ("value", field.TYPE_FLOAT, repeated, None))
-        message("Int64List", ("value", field.TYPE_INT64, repeated, None))
-        feature = message("Feature", *[
-            (name, field.TYPE_MESSAGE, optional, f".tensorflow.{kind}")
-            for name, kind in (("bytes_list", "BytesList"), ("float_list", "FloatList"),
-                               ("int64_list", "Int64List"))])
-        feature.oneof_decl.add(name="kind")
-        for f in feature.field:
-            f.oneof_index = 0
-        features = message("Features", ("feature", field.TYPE_MESSAGE, repeated,
-                                        ".tensorflow.Features.FeatureEntry"))
-        entry = features.nested_type.add(name="FeatureEntry")
-        entry.options.map_entry = True
-        entry.field.add(name="key", number=1, type=field.TYPE_STRING, label=optional)
-        entry.field.add(name="value", number=2, type=field.TYPE_MESSAGE, label=optional,
-                        type_name=".tensorflow.Feature")
-        message("Example", ("features", field.TYPE_MESSAGE, optional, ".tensorflow.Features"))
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(file)
-        _EXAMPLE = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("tensorflow.Example"))
-    return _EXAMPLE
-
-
-_EXAMPLE = None
+    repeated, optional = field.LABEL_REPEATED, field.LABEL_OPTIONAL
+    message("BytesList", ("value", field.TYPE_BYTES, repeated, None))
+    message("FloatList", ("value", field.TYPE_FLOAT, repeated, None))
+    message("Int64List", ("value", field.TYPE_INT64, repeated, None))
+    feature = message("Feature", *[
+        (name, field.TYPE_MESSAGE, optional, f".tensorflow.{kind}")
+        for name, kind in (("bytes_list", "BytesList"), ("float_list", "FloatList"),
+                           ("int64_list", "Int64List"))])
+    feature.oneof_decl.add(name="kind")
+    for f in feature.field:
+        f.oneof_index = 0
+    features = message("Features", ("feature", field.TYPE_MESSAGE, repeated,
+                                    ".tensorflow.Features.FeatureEntry"))
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=field.TYPE_STRING, label=optional)
+    entry.field.add(name="value", number=2, type=field.TYPE_MESSAGE, label=optional,
+                    type_name=".tensorflow.Feature")
+    message("Example", ("features", field.TYPE_MESSAGE, optional, ".tensorflow.Features"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.Example"))
 
 
 def _masked_crc(data: bytes) -> int:
